@@ -1,0 +1,40 @@
+/**
+ * sluice: a horizontally scalable, PostgreSQL-native consumer worker for
+ * event-sourced systems.
+ *
+ * @example
+ * ```ts
+ * import postgres from "postgres";
+ * import { migrate } from "@sluice/worker";
+ * const sql = postgres(process.env.DATABASE_URL!);
+ * await migrate(sql);
+ * ```
+ *
+ * @module
+ */
+export {
+  ConfigError,
+  type ConfigIssue,
+  isSluiceError,
+  SluiceError,
+  type SluiceErrorCode,
+  type SluiceErrorOptions,
+} from "./errors.ts";
+export { type Logger, silentLogger } from "./logger.ts";
+export {
+  type Clock,
+  type ConsumerDefinition,
+  parseWorkerConfig,
+  type ResolvedConfig,
+  type WorkerOptions,
+} from "./config.ts";
+export {
+  migrate,
+  type MigrateOptions,
+  type MigrateResult,
+  renderMigrationScript,
+  verifySchema,
+  type VerifyResult,
+} from "./db/migrate.ts";
+export type { Executor } from "./db/executor.ts";
+export type { QualifiedName, ResolvedTableNames, TableNamesInput } from "./db/names.ts";

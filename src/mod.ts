@@ -38,3 +38,7 @@ export {
 } from "./db/migrate.ts";
 export type { Executor } from "./db/executor.ts";
 export type { QualifiedName, ResolvedTableNames, TableNamesInput } from "./db/names.ts";
+export { createWorker, type ConsumerReport, type LoopOptions, Worker, type WorkerStatus } from "./worker.ts";
+export type { Batch, BatchDb } from "./consumption/batch.ts";
+export type { ConsumerState, ConsumerStatus } from "./consumption/runner.ts";
+export type { PersistedEvent } from "./store/events.ts";

@@ -1,0 +1,219 @@
+/**
+ * Batches: a range of one consumer's events, processed inside one transaction
+ * that also writes the checkpoint. A runner prepares a batch without holding
+ * a connection; the iterator opens its transaction only when the user takes
+ * it, so waiting batches never pin pool connections.
+ *
+ * @module
+ */
+import { PgDialect } from "drizzle-orm/pg-core";
+import { PostgresJsSession, PostgresJsTransaction } from "drizzle-orm/postgres-js";
+import type postgres from "postgres";
+import type { ResolvedConfig } from "../config.ts";
+import type { Sql, Tx } from "../db/executor.ts";
+import { isSluiceError, SluiceError } from "../errors.ts";
+import { deferred, type Deferred } from "../internal/deferred.ts";
+import type { PersistedEvent } from "../store/events.ts";
+import { advance, fence, type GapSkipRecord } from "./statements.ts";
+
+/** A Drizzle transaction bound to a batch's transaction. */
+export type BatchDb = PostgresJsTransaction<Record<string, never>, Record<string, never>>;
+
+/**
+ * One batch of a consumer's events. Write your effects through `tx` (or
+ * `db`); they commit together with the checkpoint when your loop asks for
+ * the next batch, and roll back if it throws or breaks.
+ *
+ * @example
+ * ```ts
+ * for await (const batch of worker.assigned()) {
+ *   for (const e of batch.events) await batch.tx`insert into seen ${batch.tx({ id: e.eventId })}`;
+ * }
+ * ```
+ */
+export interface Batch {
+  /** The consumer this batch belongs to. */
+  readonly consumer: string;
+  /** The events to handle, in position order, already filtered by the consumer's scope. */
+  readonly events: readonly PersistedEvent[];
+  /** The postgres.js transaction that will also write the checkpoint. Never commit or roll it back yourself. */
+  readonly tx: postgres.TransactionSql;
+  /** A Drizzle transaction on the same transaction (created on first use). */
+  readonly db: BatchDb;
+  /** Checkpoint before this batch. */
+  readonly from: bigint;
+  /** Checkpoint after this batch (may pass positions with no event for this consumer). */
+  readonly to: bigint;
+  /** Aborted when the batch outlives `batchTimeoutMs` or the worker shuts down past its drain time. */
+  readonly signal: AbortSignal;
+  /**
+   * Rolls this batch back now and backs the consumer off (it is retried, and
+   * parked after `maxConsecutiveFailures`); your loop goes on.
+   */
+  fail(error?: unknown): Promise<void>;
+}
+
+/** How a prepared batch ended, as its runner sees it. */
+export type Outcome =
+  | { kind: "committed"; skipIds: string[] }
+  | { kind: "failed"; error: unknown }
+  | { kind: "conflict" }
+  | { kind: "ownership_lost" }
+  | { kind: "discarded" };
+
+/** A batch a runner prepared (events read, no connection held). */
+export interface ReadyBatch {
+  readonly consumer: string;
+  readonly from: bigint;
+  readonly to: bigint;
+  readonly events: readonly PersistedEvent[];
+  readonly skips: readonly GapSkipRecord[];
+  readonly outcome: Deferred<Outcome>;
+}
+
+/** Thrown inside the transaction callback to roll back without it being an error of ours. */
+class Rollback extends Error {
+  readonly reason: unknown;
+  constructor(reason: unknown) {
+    super("rollback");
+    this.reason = reason;
+  }
+}
+
+const dialect = new PgDialect();
+
+/** Wraps a postgres.js transaction as a Drizzle transaction (drizzle(tx) does not work on one). */
+export function drizzleTx(tx: Tx): BatchDb {
+  const session = new (PostgresJsSession as unknown as new (...a: unknown[]) => unknown)(tx, dialect, undefined, {});
+  return new PostgresJsTransaction(dialect, session as never, undefined) as BatchDb;
+}
+
+/** An open batch: the transaction is running and waits for a verdict. */
+export class OpenBatch implements Batch {
+  readonly consumer: string;
+  readonly events: readonly PersistedEvent[];
+  readonly tx: postgres.TransactionSql;
+  readonly from: bigint;
+  readonly to: bigint;
+  readonly #abort = new AbortController();
+  readonly #verdict = deferred<"commit" | Rollback>();
+  #done!: Promise<void>;
+  #db: BatchDb | undefined;
+  #settled = false;
+
+  constructor(rb: ReadyBatch, tx: Tx) {
+    this.consumer = rb.consumer;
+    this.events = rb.events;
+    this.from = rb.from;
+    this.to = rb.to;
+    this.tx = tx as postgres.TransactionSql;
+  }
+
+  get db(): BatchDb {
+    return (this.#db ??= drizzleTx(this.tx as Tx));
+  }
+
+  get signal(): AbortSignal {
+    return this.#abort.signal;
+  }
+
+  /** True once a verdict was given. */
+  get settled(): boolean {
+    return this.#settled;
+  }
+
+  /** Resolves when the transaction has ended (committed or rolled back). */
+  get ended(): Promise<void> {
+    return this.#done;
+  }
+
+  /** @internal */
+  attach(done: Promise<void>): void {
+    this.#done = done;
+  }
+
+  /** @internal waits for the verdict inside the transaction callback. */
+  verdict(): Promise<"commit" | Rollback> {
+    return this.#verdict.promise;
+  }
+
+  /** Commits (the runner learns the outcome); resolves when the transaction has ended. */
+  async commit(): Promise<void> {
+    if (this.#settled) return await this.#done;
+    this.#settled = true;
+    this.#verdict.resolve("commit");
+    await this.#done;
+  }
+
+  /** Rolls back with `reason`; resolves when the transaction has ended. */
+  async rollback(reason: unknown): Promise<void> {
+    if (!this.#settled) {
+      this.#settled = true;
+      this.#abort.abort(reason);
+      this.#verdict.resolve(new Rollback(reason));
+    }
+    await this.#done;
+  }
+
+  fail(error?: unknown): Promise<void> {
+    return this.rollback(error ?? new Error("batch.fail() called"));
+  }
+}
+
+/**
+ * Opens the transaction of a prepared batch: fences it (assignment and
+ * checkpoint rows locked; owner and checkpoint unchanged), then waits for the
+ * verdict. Resolves with the open batch, or undefined when the fence failed
+ * (the runner re-probes or stops).
+ */
+export function openBatch(
+  rb: ReadyBatch,
+  p: { sql: Sql; config: ResolvedConfig; workerId: string; timeoutMs: number },
+): Promise<OpenBatch | undefined> {
+  const opened = deferred<OpenBatch | undefined>();
+  const t = p.config.tables;
+  let batch: OpenBatch | undefined;
+  let early: Outcome | undefined;
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  // Assigned right after begin() returns, long before its callback runs.
+  let ended: Promise<void> = Promise.resolve();
+  const done = p.sql.begin(async (tx) => {
+    const f = await fence(tx, t, rb.consumer, p.timeoutMs);
+    if (!f || f.owner !== p.workerId || f.paused) {
+      early = { kind: "ownership_lost" };
+      throw new Rollback(early);
+    }
+    if (f.checkpoint !== rb.from) {
+      early = { kind: "conflict" };
+      throw new Rollback(early);
+    }
+    batch = new OpenBatch(rb, tx);
+    const b = batch;
+    b.attach(ended);
+    timer = setTimeout(() => {
+      void b.rollback(new SluiceError("BATCH_TIMEOUT", `Batch of ${rb.consumer} (${rb.from}..${rb.to}) outlived batchTimeoutMs (${p.timeoutMs} ms)`));
+    }, p.timeoutMs);
+    opened.resolve(b);
+    const v = await b.verdict();
+    if (v !== "commit") throw v;
+    const r = await advance(tx, t, { consumer: rb.consumer, workerId: p.workerId, from: rb.from, to: rb.to, skips: rb.skips });
+    if (!r.advanced) throw new SluiceError("OWNERSHIP_LOST", `Consumer ${rb.consumer} is no longer owned by this worker`);
+    return r.skipIds;
+  });
+  ended = (done as Promise<string[]>).then(
+    (skipIds) => rb.outcome.resolve({ kind: "committed", skipIds }),
+    (e: unknown) => {
+      if (e instanceof Rollback) {
+        rb.outcome.resolve(early ?? { kind: "failed", error: e.reason });
+      } else if (isSluiceError(e, "OWNERSHIP_LOST")) {
+        rb.outcome.resolve({ kind: "ownership_lost" });
+      } else {
+        rb.outcome.resolve({ kind: "failed", error: e });
+      }
+    },
+  ).finally(() => {
+    clearTimeout(timer);
+    opened.resolve(undefined);
+  });
+  return opened.promise;
+}

@@ -1,0 +1,318 @@
+/**
+ * One owned consumer's loop: probe the window after its checkpoint, decide
+ * how far it may go (gaps), prepare a batch for the user's loop, learn how it
+ * ended, back off or park on failures, and sleep adaptively.
+ *
+ * @module
+ */
+import type { Clock, ResolvedConfig } from "../config.ts";
+import type { Sql } from "../db/executor.ts";
+import { sqlStateOf } from "../errors.ts";
+import { backoffDelay, nextPollInterval } from "../internal/backoff.ts";
+import { deferred } from "../internal/deferred.ts";
+import { errorFields, type Logger } from "../logger.ts";
+import type { Wakeups } from "../wakeup/wakeups.ts";
+import type { Outcome, ReadyBatch } from "./batch.ts";
+import { GapTracker, type PassedRange } from "./gaps.ts";
+import type { Scheduler } from "./scheduler.ts";
+import { type Horizon, parseSnapshot } from "./snapshot.ts";
+import { advance, fetchEvents, findLate, type GapSkipRecord, loadCheckpoint, probe, recordLate, type Scope } from "./statements.ts";
+
+/** What a consumer is doing. */
+export type ConsumerState = "starting" | "running" | "idle" | "blocked" | "backing_off" | "parked" | "stopped";
+
+/** A consumer's state as `worker.status()` reports it. */
+export interface ConsumerStatus {
+  readonly name: string;
+  readonly state: ConsumerState;
+  /** Last committed checkpoint this worker knows. */
+  readonly checkpoint: bigint;
+  /** First missing position it waits on, while blocked. */
+  readonly blockedAt: bigint | undefined;
+  /** Since when (epoch ms) it waits on that position. */
+  readonly blockedSince: number | undefined;
+  /** Failed batches in a row. */
+  readonly failures: number;
+  readonly lastError: string | undefined;
+}
+
+/** What a runner needs from its worker. */
+export interface RunnerContext {
+  readonly config: ResolvedConfig;
+  readonly sql: Sql;
+  readonly workerId: string;
+  readonly clock: Clock;
+  readonly log: Logger;
+  readonly wakeups: Wakeups;
+  readonly horizon: Horizon;
+  readonly scheduler: Scheduler;
+  /** False while the worker cannot prove it is alive: start no batch. */
+  canStart(): boolean;
+  /** Records a state for operators (best effort). */
+  report(consumer: string, state: ConsumerState, lastError: string | null): void;
+  /** The consumer is no longer ours: resync assignments. */
+  ownershipLost(consumer: string): void;
+}
+
+// While blocked on a hole, never probe more often than this (batchPauseMs may be 0).
+const MIN_BLOCKED_DELAY_MS = 20;
+const LATE_CHECK_EVERY_MS = 1_000;
+const MAX_SKIPPED_LISTED = 1_000;
+const TRANSIENT = new Set(["40001", "40P01"]);
+
+/** Runs one consumer while this worker owns it. */
+export class ConsumerRunner {
+  readonly name: string;
+  readonly #scope: Scope;
+  readonly #ctx: RunnerContext;
+  readonly #gaps: GapTracker;
+  readonly #stop = new AbortController();
+  #done: Promise<void> | undefined;
+  #state: ConsumerState = "starting";
+  #checkpoint = 0n;
+  #blockedAt: bigint | undefined;
+  #blockedSince: number | undefined;
+  #failures = 0;
+  #lastError: string | undefined;
+  #watch: { from: bigint; to: bigint; until: number; skipId: string | undefined }[] = [];
+  #lastWatchCheck = 0;
+
+  constructor(def: { name: string; aggregateTypes?: readonly string[]; boundedContexts?: readonly string[] }, ctx: RunnerContext) {
+    this.name = def.name;
+    this.#scope = { aggregateTypes: def.aggregateTypes ?? [], boundedContexts: def.boundedContexts ?? [] };
+    this.#ctx = ctx;
+    const c = ctx.config;
+    this.#gaps = new GapTracker({ minAgeMs: c.provenGapMinAgeMs, staleAfterMs: c.staleGapThresholdMs, harborLag: c.staleGapHarborLag });
+  }
+
+  /** The consumer's current status. */
+  status(): ConsumerStatus {
+    return {
+      name: this.name,
+      state: this.#state,
+      checkpoint: this.#checkpoint,
+      blockedAt: this.#blockedAt,
+      blockedSince: this.#blockedSince,
+      failures: this.#failures,
+      lastError: this.#lastError,
+    };
+  }
+
+  /** True once the loop has ended (stopped, parked or ownership lost). */
+  get finished(): boolean {
+    return this.#state === "stopped" || this.#state === "parked";
+  }
+
+  start(): void {
+    this.#done ??= this.#loop().catch((e) => {
+      this.#ctx.log.error("Consumer loop crashed", { consumer: this.name, ...errorFields(e) });
+    }).finally(() => {
+      if (this.#state !== "parked") this.#state = "stopped";
+    });
+  }
+
+  /** Stops the loop after its current step; resolves when it has ended. */
+  async stop(): Promise<void> {
+    this.#stop.abort();
+    this.#ctx.scheduler.withdraw(this.name);
+    await this.#done;
+  }
+
+  async #loop(): Promise<void> {
+    const { config: c, sql, clock, log, wakeups, horizon } = this.#ctx;
+    const t = c.tables;
+    const signal = this.#stop.signal;
+    this.#checkpoint = await this.#retrying(() => loadCheckpoint(sql, t, this.name));
+    let poll = c.pollIntervalMs;
+    let delay = 0;
+    let gen = wakeups.generation;
+    let transientRetries = 0;
+    while (!signal.aborted) {
+      if (delay > 0) {
+        const w = await wakeups.wait(gen, delay, signal);
+        if (w === "aborted") break;
+        if (w === "woken") poll = c.pollIntervalMs;
+      }
+      if (!this.#ctx.canStart()) {
+        gen = wakeups.generation;
+        delay = c.pollIntervalMs;
+        continue;
+      }
+      gen = wakeups.generation; // before probing: a wakeup during this step is kept
+      let outcome: Outcome;
+      let full = false;
+      try {
+        const sentAt = clock.now();
+        const pr = await probe(sql, t, this.#checkpoint, c.batchSize, this.#scope);
+        const receivedAt = clock.now();
+        full = pr.positions.length === c.batchSize;
+        if (this.#watch.length > 0) await this.#checkLate(receivedAt);
+        if (pr.positions.length === 0) {
+          this.#gaps.reset();
+          this.#setBlocked(undefined, undefined);
+          this.#state = "idle";
+          poll = nextPollInterval(poll, c.maxPollIntervalMs, c.pollIntervalMs);
+          delay = poll;
+          continue;
+        }
+        const snap = parseSnapshot(pr.snapshot!);
+        horizon.record({ sentAt, receivedAt, position: pr.positions.at(-1)!, xmax: snap.xmax });
+        const d = this.#gaps.decide(receivedAt, this.#checkpoint, pr.positions, snap, horizon);
+        if (d.target <= this.#checkpoint) {
+          this.#setBlocked(d.blockedAt, d.blockedSince);
+          this.#state = "blocked";
+          poll = c.pollIntervalMs;
+          delay = Math.max(c.batchPauseMs, MIN_BLOCKED_DELAY_MS);
+          continue;
+        }
+        this.#setBlocked(d.blockedAt, d.blockedSince);
+        this.#state = "running";
+        const events = d.target <= d.contiguousEnd
+          ? pr.events.filter((e) => e.globalPosition <= d.target)
+          : await fetchEvents(sql, t, this.#checkpoint, d.target, this.#scope);
+        const skips = toSkipRecords(d.passed, d.highestVisible ?? d.target);
+        if (events.length === 0) {
+          // Nothing for this consumer in the range: advance without yielding.
+          const r = await advance(sql, t, { consumer: this.name, workerId: this.#ctx.workerId, from: this.#checkpoint, to: d.target, skips });
+          outcome = r.advanced ? { kind: "committed", skipIds: r.skipIds } : { kind: "conflict" };
+        } else {
+          const rb: ReadyBatch = { consumer: this.name, from: this.#checkpoint, to: d.target, events, skips, outcome: deferred<Outcome>() };
+          this.#ctx.scheduler.submit(rb);
+          outcome = await rb.outcome.promise;
+        }
+        if (outcome.kind === "committed") this.#afterCommit(d.target, d.passed, outcome.skipIds, receivedAt);
+      } catch (e) {
+        outcome = { kind: "failed", error: e };
+      }
+      switch (outcome.kind) {
+        case "committed":
+          if (this.#failures > 0 || this.#lastError) this.#ctx.report(this.name, "running", null);
+          this.#failures = 0;
+          this.#lastError = undefined;
+          transientRetries = 0;
+          poll = c.pollIntervalMs;
+          delay = full ? c.batchPauseMs : 0;
+          break;
+        case "conflict":
+          // The checkpoint moved under us (an operator's rewind): start over from it.
+          this.#gaps.reset();
+          this.#checkpoint = await this.#retrying(() => loadCheckpoint(sql, t, this.name));
+          log.info("Checkpoint of {consumer} changed elsewhere; continuing from {checkpoint}", { consumer: this.name, checkpoint: this.#checkpoint });
+          delay = 0;
+          break;
+        case "ownership_lost":
+          log.info("Consumer {consumer} is no longer owned by this worker", { consumer: this.name });
+          this.#ctx.ownershipLost(this.name);
+          return;
+        case "discarded":
+          return;
+        case "failed": {
+          if (signal.aborted) return;
+          const e = outcome.error;
+          if (TRANSIENT.has(sqlStateOf(e) ?? "") && transientRetries < 3) {
+            transientRetries++;
+            delay = 0;
+            break;
+          }
+          transientRetries = 0;
+          this.#failures++;
+          this.#lastError = e instanceof Error ? e.message : String(e);
+          if (this.#failures >= c.maxConsecutiveFailures) {
+            this.#state = "parked";
+            log.error("Consumer {consumer} parked after {failures} failed batches at position {position}: {error}", {
+              consumer: this.name,
+              failures: this.#failures,
+              position: (this.#checkpoint + 1n).toString(),
+              ...errorFields(e),
+            });
+            this.#ctx.report(this.name, "parked", this.#lastError);
+            return;
+          }
+          this.#state = "backing_off";
+          delay = backoffDelay(this.#failures, { baseMs: c.retryBaseMs, maxMs: c.retryMaxMs }, clock.random);
+          log.warn("Batch of {consumer} failed ({failures} in a row); retrying in {delay} ms", {
+            consumer: this.name,
+            failures: this.#failures,
+            delay,
+            ...errorFields(e),
+          });
+          this.#ctx.report(this.name, "backing_off", this.#lastError);
+        }
+      }
+    }
+  }
+
+  #afterCommit(to: bigint, passed: readonly PassedRange[], skipIds: readonly string[], now: number): void {
+    this.#checkpoint = to;
+    const stale = passed.filter((p) => p.reason === "stale");
+    if (stale.length === 0 || this.#ctx.config.lateCommitWatchMs === 0) return;
+    // Records are written rolled_back first, then stale (see toSkipRecords).
+    const staleId = skipIds[passed.some((p) => p.reason === "rolled_back") ? 1 : 0];
+    for (const p of stale) {
+      this.#ctx.log.warn("Consumer {consumer} passed positions {from}..{to} as stale", {
+        consumer: this.name,
+        from: p.from.toString(),
+        to: p.to.toString(),
+      });
+      this.#watch.push({ from: p.from, to: p.to, until: now + this.#ctx.config.lateCommitWatchMs, skipId: staleId });
+    }
+  }
+
+  async #checkLate(now: number): Promise<void> {
+    this.#watch = this.#watch.filter((w) => w.until > now);
+    if (this.#watch.length === 0 || now - this.#lastWatchCheck < LATE_CHECK_EVERY_MS) return;
+    this.#lastWatchCheck = now;
+    const { sql, config, log } = this.#ctx;
+    const late = await findLate(sql, config.tables, this.#watch);
+    for (const w of this.#watch) {
+      const hits = late.filter((p) => p >= w.from && p <= w.to);
+      if (hits.length === 0) continue;
+      log.error("Late commit: consumer {consumer} passed position(s) {positions} as stale, and they have now appeared; rewind it to reprocess them", {
+        consumer: this.name,
+        positions: hits.map(String),
+      });
+      if (w.skipId) await recordLate(sql, config.tables, w.skipId, hits).catch(() => {});
+    }
+    this.#watch = this.#watch.filter((w) => !late.some((p) => p >= w.from && p <= w.to));
+  }
+
+  #setBlocked(at: bigint | undefined, since: number | undefined): void {
+    this.#blockedAt = at;
+    this.#blockedSince = since;
+  }
+
+  async #retrying<V>(fn: () => Promise<V>): Promise<V> {
+    for (let attempt = 1;; attempt++) {
+      try {
+        return await fn();
+      } catch (e) {
+        if (this.#stop.signal.aborted) throw e;
+        const c = this.#ctx.config;
+        const delay = backoffDelay(attempt, { baseMs: c.retryBaseMs, maxMs: c.retryMaxMs }, this.#ctx.clock.random);
+        this.#ctx.log.warn("Consumer {consumer} cannot read its checkpoint; retrying", { consumer: this.name, ...errorFields(e) });
+        await this.#ctx.wakeups.wait(this.#ctx.wakeups.generation, delay, this.#stop.signal);
+      }
+    }
+  }
+}
+
+/** Audit rows for the passed holes: one per reason, `rolled_back` first. */
+export function toSkipRecords(passed: readonly PassedRange[], highestVisible: bigint): GapSkipRecord[] {
+  const out: GapSkipRecord[] = [];
+  for (const reason of ["rolled_back", "stale"] as const) {
+    const rs = passed.filter((p) => p.reason === reason);
+    if (rs.length === 0) continue;
+    const positions: bigint[] = [];
+    for (const r of rs) {
+      for (let p = r.from; p <= r.to && positions.length < MAX_SKIPPED_LISTED; p++) positions.push(p);
+    }
+    out.push({
+      gapPosition: rs[0]!.from,
+      highestVisible,
+      positions,
+      reason,
+      firstSeenAt: Math.min(...rs.map((r) => r.firstSeenAt)),
+    });
+  }
+  return out;
+}

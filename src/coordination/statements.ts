@@ -1,0 +1,227 @@
+/**
+ * Every SQL statement of worker coordination. Each takes the executor first
+ * and the resolved table names second; identifiers are pre-quoted.
+ *
+ * @module
+ */
+import type { Executor } from "../db/executor.ts";
+import type { ResolvedTableNames } from "../db/names.ts";
+
+type T = ResolvedTableNames;
+
+// pg_locks shows a bigint advisory key as classid (high 32 bits) and objid
+// (low 32 bits), objsubid 1. `key` is an SQL expression of type bigint.
+const heldAdvisory = (key: string) => `exists (select 1 from pg_locks l
+  where l.locktype = 'advisory' and l.granted and l.objsubid = 1
+    and l.database = (select oid from pg_database where datname = current_database())
+    and l.classid::bigint = ((${key}) >> 32) & 4294967295 and l.objid::bigint = (${key}) & 4294967295)`;
+
+/** Takes a session advisory lock without waiting. */
+export async function tryAdvisoryLock(ex: Executor, key: bigint): Promise<boolean> {
+  const [r] = await ex`select pg_try_advisory_lock(${key.toString()}::bigint) as ok`;
+  return r!.ok as boolean;
+}
+
+/** Releases a session advisory lock; false when this session did not hold it. */
+export async function advisoryUnlock(ex: Executor, key: bigint): Promise<boolean> {
+  const [r] = await ex`select pg_advisory_unlock(${key.toString()}::bigint) as ok`;
+  return r!.ok as boolean;
+}
+
+/** True when this session holds the advisory lock `key`. */
+export async function holdsAdvisoryLock(ex: Executor, key: bigint): Promise<boolean> {
+  const [r] = await ex.unsafe(
+    `select exists (select 1 from pg_locks l where l.pid = pg_backend_pid() and l.locktype = 'advisory'
+       and l.granted and l.objsubid = 1 and l.classid::bigint = ($1::bigint >> 32) & 4294967295
+       and l.objid::bigint = $1::bigint & 4294967295) as ok`,
+    [key.toString()],
+  );
+  return r!.ok as boolean;
+}
+
+/**
+ * Startup cleanup: deletes workers silent for `olderThanMs` whose liveness
+ * lock is free (their assignments become NULL through the FK).
+ */
+export async function deleteStaleWorkers(ex: Executor, t: T, olderThanMs: number): Promise<number> {
+  const rows = await ex.unsafe(
+    `delete from ${t.workerNodes.sql} w where w.heartbeat_at < now() - $1 * interval '1 millisecond'
+       and not (w.liveness_key is not null and ${heldAdvisory("w.liveness_key")}) returning worker_id`,
+    [olderThanMs],
+  );
+  return rows.length;
+}
+
+/** Registers a worker with the consumers it can run; creates their assignment and checkpoint rows. */
+export async function registerWorker(
+  ex: Executor,
+  t: T,
+  w: { workerId: string; consumers: readonly string[]; livenessKey: bigint; info: Record<string, unknown> },
+): Promise<void> {
+  const names = [...w.consumers];
+  await ex.unsafe(
+    `with w as (insert into ${t.workerNodes.sql} (worker_id, consumers, liveness_key, backend_pid, info)
+                values ($1, array(select jsonb_array_elements_text($2::text::jsonb)), $3::bigint, pg_backend_pid(), $4::text::jsonb) returning 1),
+          a as (insert into ${t.consumerAssignments.sql} (consumer_name) select jsonb_array_elements_text($2::text::jsonb)
+                on conflict (consumer_name) do nothing returning 1),
+          c as (insert into ${t.consumerCheckpoints.sql} (consumer_name) select jsonb_array_elements_text($2::text::jsonb)
+                on conflict (consumer_name) do nothing returning 1)
+     select (select count(*) from w) as w, (select count(*) from a) as a, (select count(*) from c) as c`,
+    [w.workerId, JSON.stringify(names), w.livenessKey.toString(), JSON.stringify(w.info)],
+  );
+}
+
+/** What one coordination tick learns. */
+export interface TickResult {
+  /** Backend pid of the session that ran the tick (a change means the session was replaced). */
+  readonly pid: number;
+  /** False when this worker's row is gone. */
+  readonly registered: boolean;
+  /** Result of the leader-lock attempt, when one was made. */
+  readonly acquired: boolean | null;
+  /** Highest visible position (0 when empty). */
+  readonly head: bigint;
+  /** xmax of the tick's snapshot. */
+  readonly xmax: bigint;
+  /** Consumers assigned to this worker, not paused. */
+  readonly mine: readonly string[];
+}
+
+/**
+ * The coordination tick: one statement on the session connection that beats
+ * the heartbeat (when `beat`), tries the leader lock (when `tryLead`), reads
+ * the head position and this worker's assignments.
+ */
+export async function tick(
+  ex: Executor,
+  t: T,
+  p: { workerId: string; beat: boolean; tryLead: boolean; leaderKey: bigint },
+): Promise<TickResult> {
+  const [r] = await ex.unsafe(
+    `with hb as (update ${t.workerNodes.sql} set heartbeat_at = now(), updated_at = now(), backend_pid = pg_backend_pid()
+                 where worker_id = $1 and $2::boolean returning 1)
+     select pg_backend_pid() as pid,
+       ((select count(*) from hb) > 0 or exists (select 1 from ${t.workerNodes.sql} where worker_id = $1)) as registered,
+       case when $3::boolean then pg_try_advisory_lock($4::bigint) end as acquired,
+       coalesce((select max(global_position) from ${t.events.sql}), 0)::text as head,
+       pg_snapshot_xmax(pg_current_snapshot())::text as xmax,
+       coalesce((select json_agg(consumer_name order by consumer_name) from ${t.consumerAssignments.sql}
+                 where worker_id = $1 and not paused), '[]'::json) as mine`,
+    [p.workerId, p.beat, p.tryLead, p.leaderKey.toString()],
+  );
+  return {
+    pid: r!.pid as number,
+    registered: r!.registered as boolean,
+    acquired: r!.acquired as boolean | null,
+    head: BigInt(r!.head as string),
+    xmax: BigInt(r!.xmax as string),
+    mine: parseJson<string[]>(r!.mine),
+  };
+}
+
+/** A registered worker as the leader sees it. */
+export interface WorkerRow {
+  readonly workerId: string;
+  readonly consumers: readonly string[];
+  /** Heartbeat fresh and (for others) liveness lock held. */
+  readonly alive: boolean;
+}
+
+/** A consumer's assignment row. */
+export interface AssignmentRow {
+  readonly consumer: string;
+  readonly workerId: string | null;
+  readonly paused: boolean;
+}
+
+/**
+ * The leader's view: every worker with its liveness, and every assignment. A
+ * worker is alive when its heartbeat is fresh and its liveness lock is held
+ * (a dead process loses its session, and the lock, at once).
+ */
+export async function leaderView(
+  ex: Executor,
+  t: T,
+  p: { workerId: string; heartbeatTimeoutMs: number },
+): Promise<{ workers: WorkerRow[]; assignments: AssignmentRow[] }> {
+  const [r] = await ex.unsafe(
+    `select
+       coalesce((select json_agg(json_build_object('workerId', w.worker_id, 'consumers', w.consumers, 'alive',
+         w.heartbeat_at >= now() - $2 * interval '1 millisecond'
+         and (w.worker_id = $1 or (w.liveness_key is not null and ${heldAdvisory("w.liveness_key")})))
+         order by w.worker_id) from ${t.workerNodes.sql} w), '[]'::json) as workers,
+       coalesce((select json_agg(json_build_object('consumer', consumer_name, 'workerId', worker_id, 'paused', paused)
+         order by consumer_name) from ${t.consumerAssignments.sql}), '[]'::json) as assignments`,
+    [p.workerId, p.heartbeatTimeoutMs],
+  );
+  return { workers: parseJson<WorkerRow[]>(r!.workers), assignments: parseJson<AssignmentRow[]>(r!.assignments) };
+}
+
+/**
+ * Moves one consumer, only if it is still where the leader saw it. Waits at
+ * most `lockTimeoutMs` for an in-flight batch holding the row. Returns true
+ * when the row changed.
+ */
+export async function moveConsumer(
+  ex: Executor,
+  t: T,
+  p: { consumer: string; from: string | null; to: string | null; lockTimeoutMs: number },
+): Promise<boolean> {
+  return await (ex as import("../db/executor.ts").Sql).begin(async (tx) => {
+    await tx`select set_config('lock_timeout', ${String(p.lockTimeoutMs)}, true)`;
+    const rows = await tx.unsafe(
+      `update ${t.consumerAssignments.sql} set worker_id = $2, updated_at = now(), state = null, last_error = null,
+         state_changed_at = now()
+       where consumer_name = $1 and worker_id is not distinct from $3::uuid returning 1`,
+      [p.consumer, p.to, p.from],
+    );
+    return rows.length > 0;
+  });
+}
+
+/** Sends a notification (delivered at commit, or at once outside a transaction). */
+export async function notify(ex: Executor, channel: string, payload: string): Promise<void> {
+  await ex`select pg_notify(${channel}, ${payload})`;
+}
+
+/** Deletes workers whose liveness lock is free and whose heartbeat is older than `olderThanMs`. */
+export async function pruneDeadWorkers(ex: Executor, t: T, olderThanMs: number): Promise<string[]> {
+  const rows = await ex.unsafe(
+    `delete from ${t.workerNodes.sql} w where w.heartbeat_at < now() - $1 * interval '1 millisecond'
+       and not (w.liveness_key is not null and ${heldAdvisory("w.liveness_key")}) returning worker_id::text as id`,
+    [olderThanMs],
+  );
+  return rows.map((r) => r.id as string);
+}
+
+/** Releases every consumer of a worker (graceful shutdown). */
+export async function releaseConsumers(ex: Executor, t: T, workerId: string): Promise<number> {
+  const rows = await ex.unsafe(
+    `update ${t.consumerAssignments.sql} set worker_id = null, updated_at = now() where worker_id = $1 returning 1`,
+    [workerId],
+  );
+  return rows.length;
+}
+
+/** Deletes a worker's row. */
+export async function deregisterWorker(ex: Executor, t: T, workerId: string): Promise<void> {
+  await ex.unsafe(`delete from ${t.workerNodes.sql} where worker_id = $1`, [workerId]);
+}
+
+/** Records a consumer's state for operators (`sluice status`). */
+export async function reportConsumerState(
+  ex: Executor,
+  t: T,
+  p: { consumer: string; workerId: string; state: string; lastError: string | null },
+): Promise<void> {
+  await ex.unsafe(
+    `update ${t.consumerAssignments.sql} set state = $3, last_error = $4, state_changed_at = now()
+     where consumer_name = $1 and worker_id = $2`,
+    [p.consumer, p.workerId, p.state, p.lastError],
+  );
+}
+
+/** postgres.js returns json columns parsed unless the client changed its parsers; accept both. */
+function parseJson<V>(v: unknown): V {
+  return (typeof v === "string" ? JSON.parse(v) : v) as V;
+}

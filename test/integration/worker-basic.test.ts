@@ -1,0 +1,70 @@
+import { after, before, describe, it } from "node:test";
+import assert from "node:assert/strict";
+import { createWorker, type Worker } from "../../src/mod.ts";
+import { createTestDatabase, type TestDatabase, waitFor } from "../support/db.ts";
+import { append, head } from "../support/events.ts";
+
+const fast = {
+  batchSize: 50,
+  pollIntervalMs: 50,
+  maxPollIntervalMs: 200,
+  dispatcherIntervalMs: 50,
+  heartbeatIntervalMs: 100,
+  heartbeatTimeoutMs: 1_000,
+  rebalanceIntervalMs: 200,
+  batchPauseMs: 10,
+  provenGapMinAgeMs: 50,
+};
+const silent = { debug() {}, info() {}, warn() {}, error() {} };
+
+describe("worker: one worker, several consumers", () => {
+  let db: TestDatabase;
+  let worker: Worker;
+  let loop: Promise<void>;
+  const handled = new Map<string, bigint[]>();
+
+  before(async () => {
+    db = await createTestDatabase("worker_basic");
+    await db.sql`create table handled (consumer text, position bigint, primary key (consumer, position))`;
+    worker = createWorker({
+      sql: db.sql,
+      consumers: [{ name: "all" }, { name: "accounts", aggregateTypes: ["Account"] }, { name: "orders", aggregateTypes: ["Order"] }],
+      logger: silent,
+      ...fast,
+    });
+    loop = (async () => {
+      for await (const batch of worker.assigned()) {
+        for (const e of batch.events) {
+          await batch.tx`insert into handled values (${batch.consumer}, ${e.globalPosition.toString()})`;
+        }
+      }
+    })();
+  });
+  after(async () => {
+    await worker?.stop();
+    await loop;
+    await db?.drop();
+  });
+
+  it("assigns every consumer to the lone worker at once", async () => {
+    await waitFor("3 assignments", async () => {
+      const [r] = await db.sql`select count(*)::int as n from sluice.consumer_assignments where worker_id = ${worker.id}`;
+      return r!.n === 3;
+    });
+    assert.equal(worker.status().leader, true);
+  });
+
+  it("delivers scoped events and moves every checkpoint to the head", async () => {
+    await append(db.sql, [{ aggregateType: "Account" }, { aggregateType: "Account" }, { aggregateType: "Account" }]);
+    await append(db.sql, [{ aggregateType: "Order" }, { aggregateType: "Order" }]);
+    const top = await head(db.sql);
+    await waitFor("checkpoints at head", async () => {
+      const rows = await db.sql`select last_position::text as p from sluice.consumer_checkpoints`;
+      return rows.length === 3 && rows.every((r) => BigInt(r.p) === top);
+    });
+    const counts = await db.sql`select consumer, count(*)::int as n from handled group by 1 order by 1`;
+    assert.deepEqual(counts.map((r) => [r.consumer, r.n]), [["accounts", 3], ["all", 5], ["orders", 2]]);
+    const s = worker.status();
+    assert.deepEqual(s.consumers.map((c) => c.lag), [0n, 0n, 0n]);
+  });
+});

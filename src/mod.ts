@@ -42,3 +42,4 @@ export { createWorker, type ConsumerReport, type LoopOptions, Worker, type Worke
 export type { Batch, BatchDb } from "./consumption/batch.ts";
 export type { ConsumerState, ConsumerStatus } from "./consumption/runner.ts";
 export type { PersistedEvent } from "./store/events.ts";
+export { type ClusterStatus, type ConsumerInfo, readStatus, type WorkerInfo } from "./coordination/status.ts";

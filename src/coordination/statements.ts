@@ -225,3 +225,42 @@ export async function reportConsumerState(
 function parseJson<V>(v: unknown): V {
   return (typeof v === "string" ? JSON.parse(v) : v) as V;
 }
+
+/** One statement reading everything `sluice status` shows. */
+export async function clusterStatus(
+  ex: Executor,
+  t: T,
+  p: { leaderKey: bigint; heartbeatTimeoutMs: number },
+): Promise<{
+  head: bigint;
+  workers: { workerId: string; heartbeatAgeMs: number; leader: boolean; alive: boolean; consumers: string[]; info: Record<string, unknown> }[];
+  consumers: { name: string; owner: string | null; paused: boolean; state: string | null; lastError: string | null; checkpoint: string }[];
+  gapPasses: { reason: string; count: number; last: string | null }[];
+}> {
+  const [r] = await ex.unsafe(
+    `select coalesce((select max(global_position) from ${t.events.sql}), 0)::text as head,
+       coalesce((select json_agg(json_build_object(
+           'workerId', w.worker_id,
+           'heartbeatAgeMs', (extract(epoch from now() - w.heartbeat_at) * 1000)::float8,
+           'leader', exists (select 1 from pg_locks l where l.pid = w.backend_pid and l.locktype = 'advisory' and l.granted
+                               and l.objsubid = 1 and l.classid::bigint = ($1::bigint >> 32) & 4294967295
+                               and l.objid::bigint = $1::bigint & 4294967295),
+           'alive', w.heartbeat_at >= now() - $2 * interval '1 millisecond'
+                    and w.liveness_key is not null and ${heldAdvisory("w.liveness_key")},
+           'consumers', w.consumers, 'info', w.info) order by w.created_at, w.worker_id)
+         from ${t.workerNodes.sql} w), '[]'::json) as workers,
+       coalesce((select json_agg(json_build_object('name', a.consumer_name, 'owner', a.worker_id, 'paused', a.paused,
+           'state', a.state, 'lastError', a.last_error, 'checkpoint', coalesce(c.last_position, 0)::text) order by a.consumer_name)
+         from ${t.consumerAssignments.sql} a left join ${t.consumerCheckpoints.sql} c on c.consumer_name = a.consumer_name), '[]'::json) as consumers,
+       coalesce((select json_agg(json_build_object('reason', reason, 'count', n, 'last', last) order by reason)
+         from (select reason, count(*)::int as n, max(created_at)::text as last from ${t.consumerGapSkips.sql} group by reason) g),
+         '[]'::json) as gaps`,
+    [p.leaderKey.toString(), p.heartbeatTimeoutMs],
+  );
+  return {
+    head: BigInt(r!.head as string),
+    workers: parseJson(r!.workers),
+    consumers: parseJson(r!.consumers),
+    gapPasses: parseJson(r!.gaps),
+  };
+}

@@ -2,17 +2,11 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { fileURLToPath } from "node:url";
 
-export const runtime: "node" | "bun" | "deno" =
-  "Deno" in globalThis ? "deno" : "Bun" in globalThis ? "bun" : "node";
+import { tsCommand } from "../../scripts/runtime.ts";
+
+export { runtime, tsCommand } from "../../scripts/runtime.ts";
 
 const root = fileURLToPath(new URL("../..", import.meta.url));
-
-/** argv that runs a TypeScript file on the current runtime. */
-export function tsCommand(script: string, args: string[] = []): { cmd: string; args: string[] } {
-  if (runtime === "deno") return { cmd: process.execPath, args: ["run", "-A", script, ...args] };
-  if (runtime === "bun") return { cmd: process.execPath, args: [script, ...args] };
-  return { cmd: process.execPath, args: ["--import", "tsx", script, ...args] };
-}
 
 /** Starts a TypeScript file as a child process (cwd: repo root). */
 export function spawnTs(script: string, args: string[] = [], env: Record<string, string> = {}): ChildProcess {

@@ -16,6 +16,8 @@ import { type Batch, type OpenBatch, openBatch } from "./consumption/batch.ts";
 import { ConsumerRunner, type ConsumerStatus } from "./consumption/runner.ts";
 import { Scheduler } from "./consumption/scheduler.ts";
 import { Horizon } from "./consumption/snapshot.ts";
+import { checkpointsOf, readHead } from "./consumption/statements.ts";
+import { sleep } from "./internal/deferred.ts";
 import { pollHead } from "./wakeup/poll.ts";
 import { Wakeups } from "./wakeup/wakeups.ts";
 
@@ -249,6 +251,38 @@ export class Worker implements AsyncDisposable {
       this.#log.info("Worker {workerId} stopped", { workerId: this.id });
     })();
     return this.#stopping;
+  }
+
+  /**
+   * Resolves when every (not paused) consumer of this worker's configuration
+   * has a checkpoint at or past the head position seen at the call, whichever
+   * worker owns it. For tests, scripts and demos: wait on this, not a sleep.
+   *
+   * @throws SluiceError `TIMEOUT` after `timeoutMs` (default 30000)
+   * @example
+   * ```ts
+   * await store.append(sql, events, { expectedVersion: "any" });
+   * await worker.caughtUp({ timeoutMs: 5_000 });
+   * ```
+   */
+  async caughtUp(options: { timeoutMs?: number; pollMs?: number } = {}): Promise<void> {
+    const timeoutMs = options.timeoutMs ?? 30_000;
+    const t = this.config.tables;
+    const names = this.config.consumers.map((c) => c.name);
+    const deadline = this.#clock.now() + timeoutMs;
+    const { head } = await readHead(this.#sql, t);
+    for (;;) {
+      const { checkpoints, paused } = await checkpointsOf(this.#sql, t, names);
+      // A consumer without a row yet (worker not registered) is behind too.
+      const behind = names.filter((n) => !paused.has(n) && (checkpoints.get(n) ?? -1n) < head);
+      if (behind.length === 0) return;
+      if (this.#clock.now() >= deadline) {
+        throw new SluiceError("TIMEOUT", `Consumers ${behind.join(", ")} did not reach position ${head} within ${timeoutMs} ms`, {
+          details: { behind, head: head.toString() },
+        });
+      }
+      await sleep(options.pollMs ?? 25);
+    }
   }
 
   /** `await using worker = createWorker(...)` stops it at the end of the scope. */

@@ -198,3 +198,17 @@ export async function readHead(ex: Executor, t: T): Promise<{ head: bigint; xmax
   );
   return { head: BigInt(r!.head as string), xmax: BigInt(r!.xmax as string) };
 }
+
+/** Checkpoints of the named consumers: paused ones are left out, unknown ones are absent. */
+export async function checkpointsOf(ex: Executor, t: T, consumers: readonly string[]): Promise<{ checkpoints: Map<string, bigint>; paused: Set<string> }> {
+  const rows = await ex.unsafe(
+    `select a.consumer_name as name, coalesce(c.last_position, 0)::text as p, a.paused from ${t.consumerAssignments.sql} a
+     left join ${t.consumerCheckpoints.sql} c on c.consumer_name = a.consumer_name
+     where a.consumer_name in (select jsonb_array_elements_text($1::text::jsonb))`,
+    [JSON.stringify(consumers)],
+  );
+  return {
+    checkpoints: new Map(rows.filter((r) => !r.paused).map((r) => [r.name as string, BigInt(r.p as string)])),
+    paused: new Set(rows.filter((r) => r.paused).map((r) => r.name as string)),
+  };
+}

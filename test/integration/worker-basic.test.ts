@@ -68,3 +68,26 @@ describe("worker: one worker, several consumers", () => {
     assert.deepEqual(s.consumers.map((c) => c.lag), [0n, 0n, 0n]);
   });
 });
+
+describe("worker.caughtUp", () => {
+  let db: TestDatabase;
+  before(async () => {
+    db = await createTestDatabase("caught_up");
+  });
+  after(async () => {
+    await db?.drop();
+  });
+
+  it("resolves once every consumer reached the head seen at the call, and times out otherwise", async () => {
+    const w = createWorker({ sql: db.sql, consumers: [{ name: "a" }, { name: "b" }], logger: silent, ...fast });
+    const top = (await append(db.sql, 3)).at(-1)!;
+    const done = w.run(async () => {});
+    await w.caughtUp({ timeoutMs: 10_000 });
+    const rows = await db.sql`select last_position::text as p from sluice.consumer_checkpoints where consumer_name in ('a', 'b')`;
+    assert.deepEqual(rows.map((r) => BigInt(r.p)), [top, top]);
+    await w.stop();
+    await done;
+    await append(db.sql, 1);
+    await assert.rejects(w.caughtUp({ timeoutMs: 100 }), (e: unknown) => (e as { code?: string }).code === "TIMEOUT");
+  });
+});

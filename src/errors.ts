@@ -160,3 +160,30 @@ function show(v: unknown): string {
     return String(v);
   }
 }
+
+const CONNECTION_CODES = new Set([
+  "CONNECTION_CLOSED",
+  "CONNECTION_ENDED",
+  "CONNECTION_DESTROYED",
+  "CONNECT_TIMEOUT",
+  "ECONNREFUSED",
+  "ECONNRESET",
+  "EPIPE",
+  "ETIMEDOUT",
+]);
+
+/**
+ * True for failures of the database or the connection rather than of the
+ * work: connection exceptions (SQLSTATE class 08), operator intervention
+ * (57P01 admin shutdown, 57P02 crash shutdown, 57P03 cannot connect now) and
+ * the driver's connection errors. Consumers back off on these but are not
+ * parked for them.
+ */
+export function isConnectionError(e: unknown): boolean {
+  const state = sqlStateOf(e);
+  if (state !== undefined && (state.startsWith("08") || state === "57P01" || state === "57P02" || state === "57P03")) return true;
+  const code = typeof e === "object" && e !== null ? (e as { code?: unknown }).code : undefined;
+  if (typeof code === "string" && CONNECTION_CODES.has(code)) return true;
+  const cause = typeof e === "object" && e !== null ? (e as { cause?: unknown }).cause : undefined;
+  return cause !== undefined && cause !== e && isConnectionError(cause);
+}

@@ -7,7 +7,7 @@
  */
 import type { Clock, ResolvedConfig } from "../config.ts";
 import type { Sql } from "../db/executor.ts";
-import { sqlStateOf } from "../errors.ts";
+import { isConnectionError, sqlStateOf } from "../errors.ts";
 import { backoffDelay, nextPollInterval } from "../internal/backoff.ts";
 import { deferred } from "../internal/deferred.ts";
 import { errorFields, type Logger } from "../logger.ts";
@@ -217,7 +217,8 @@ export class ConsumerRunner {
           transientRetries = 0;
           this.#failures++;
           this.#lastError = e instanceof Error ? e.message : String(e);
-          if (this.#failures >= c.maxConsecutiveFailures) {
+          // The database being away is not this consumer's fault: back off, never park for it.
+          if (this.#failures >= c.maxConsecutiveFailures && !isConnectionError(e)) {
             this.#state = "parked";
             log.error("Consumer {consumer} parked after {failures} failed batches at position {position}: {error}", {
               consumer: this.name,
@@ -229,7 +230,7 @@ export class ConsumerRunner {
             return;
           }
           this.#state = "backing_off";
-          delay = backoffDelay(this.#failures, { baseMs: c.retryBaseMs, maxMs: c.retryMaxMs }, clock.random);
+          delay = Math.round(backoffDelay(this.#failures, { baseMs: c.retryBaseMs, maxMs: c.retryMaxMs }, clock.random));
           log.warn("Batch of {consumer} failed ({failures} in a row); retrying in {delay} ms", {
             consumer: this.name,
             failures: this.#failures,

@@ -95,3 +95,15 @@ describe("SluiceError", () => {
     assert.ok(isSluiceError({ name: "SluiceError", code: "TIMEOUT" }), "structural, not instanceof");
   });
 });
+
+describe("isConnectionError", () => {
+  it("recognises connection failures, not work failures", async () => {
+    const { isConnectionError } = await import("../../src/errors.ts");
+    assert.ok(isConnectionError(Object.assign(new Error("x"), { code: "CONNECTION_CLOSED" })));
+    assert.ok(isConnectionError(Object.assign(new Error("x"), { name: "PostgresError", code: "57P01" })));
+    assert.ok(isConnectionError(Object.assign(new Error("x"), { name: "PostgresError", code: "08006" })));
+    assert.ok(isConnectionError(new SluiceError("DATABASE_ERROR", "wrapped", { cause: Object.assign(new Error("x"), { code: "ECONNREFUSED" }) })));
+    assert.ok(!isConnectionError(Object.assign(new Error("x"), { name: "PostgresError", code: "23505" })));
+    assert.ok(!isConnectionError(new Error("handler bug")));
+  });
+});

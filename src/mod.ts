@@ -15,8 +15,10 @@
 export {
   ConfigError,
   type ConfigIssue,
+  isConnectionError,
   isSluiceError,
   SluiceError,
+  sqlStateOf,
   type SluiceErrorCode,
   type SluiceErrorOptions,
 } from "./errors.ts";

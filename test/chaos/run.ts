@@ -155,10 +155,10 @@ while (Date.now() - started < seconds * 1000) {
     v.workerId = undefined;
     setTimeout(() => void startWorker(v.label), 500 + rand(2_500));
   } else if (action === 2) {
-    counts.listenKills += await terminate("application_name = 'sluice-session' and query like 'LISTEN%'");
+    counts.listenKills += await terminate("application_name = 'sluice-session' and query ilike 'listen%'");
     log("terminated LISTEN connections");
   } else {
-    counts.sessionKills += await terminate("application_name = 'sluice-session' and query not like 'LISTEN%'");
+    counts.sessionKills += await terminate("application_name = 'sluice-session' and query not ilike 'listen%'");
     log("terminated session connections");
   }
 }

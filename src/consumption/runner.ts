@@ -16,7 +16,17 @@ import type { Outcome, ReadyBatch } from "./batch.ts";
 import { GapTracker, type PassedRange } from "./gaps.ts";
 import type { Scheduler } from "./scheduler.ts";
 import { type Horizon, parseSnapshot } from "./snapshot.ts";
-import { advance, fetchEvents, findLate, type GapSkipRecord, loadCheckpoint, probe, recordLate, type Scope } from "./statements.ts";
+import {
+  advance,
+  fetchEvents,
+  findLate,
+  type GapSkipRecord,
+  loadCheckpoint,
+  probe,
+  type Probe,
+  recordLate,
+  type Scope,
+} from "./statements.ts";
 
 /** What a consumer is doing. */
 export type ConsumerState = "starting" | "running" | "idle" | "blocked" | "backing_off" | "parked" | "stopped";
@@ -59,6 +69,13 @@ const MIN_BLOCKED_DELAY_MS = 20;
 const LATE_CHECK_EVERY_MS = 1_000;
 const MAX_SKIPPED_LISTED = 1_000;
 const TRANSIENT = new Set(["40001", "40P01"]);
+
+interface Prefetched {
+  readonly from: bigint;
+  readonly pr: Probe;
+  readonly sentAt: number;
+  readonly receivedAt: number;
+}
 
 /** Runs one consumer while this worker owns it. */
 export class ConsumerRunner {
@@ -127,6 +144,8 @@ export class ConsumerRunner {
     let delay = 0;
     let gen = wakeups.generation;
     let transientRetries = 0;
+    // The next window, probed while the user worked on the current batch.
+    let prefetched: Prefetched | undefined;
     while (!signal.aborted) {
       if (delay > 0) {
         const w = await wakeups.wait(gen, delay, signal);
@@ -142,9 +161,9 @@ export class ConsumerRunner {
       let outcome: Outcome;
       let full = false;
       try {
-        const sentAt = clock.now();
-        const pr = await probe(sql, t, this.#checkpoint, c.batchSize, this.#scope);
-        const receivedAt = clock.now();
+        const use = prefetched?.from === this.#checkpoint ? prefetched : undefined;
+        prefetched = undefined;
+        const { pr, sentAt, receivedAt } = use ?? (await this.#probe(this.#checkpoint));
         full = pr.positions.length === c.batchSize;
         if (this.#watch.length > 0) await this.#checkLate(receivedAt);
         if (pr.positions.length === 0) {
@@ -178,7 +197,10 @@ export class ConsumerRunner {
         } else {
           const rb: ReadyBatch = { consumer: this.name, from: this.#checkpoint, to: d.target, events, skips, outcome: deferred<Outcome>() };
           this.#ctx.scheduler.submit(rb);
+          // Catching up: probe the next window now, while the user works.
+          const next = full ? this.#probe(d.target).catch(() => undefined) : undefined;
           outcome = await rb.outcome.promise;
+          if (outcome.kind === "committed" && next) prefetched = await next;
         }
         if (outcome.kind === "committed") this.#afterCommit(d.target, d.passed, outcome.skipIds, receivedAt);
       } catch (e) {
@@ -241,6 +263,13 @@ export class ConsumerRunner {
         }
       }
     }
+  }
+
+  async #probe(from: bigint): Promise<Prefetched> {
+    const { config: c, sql, clock } = this.#ctx;
+    const sentAt = clock.now();
+    const pr = await probe(sql, c.tables, from, c.batchSize, this.#scope);
+    return { from, pr, sentAt, receivedAt: clock.now() };
   }
 
   #afterCommit(to: bigint, passed: readonly PassedRange[], skipIds: readonly string[], now: number): void {

@@ -16,7 +16,7 @@ const count = (min: number, max: number, fallback: number) =>
   v.optional(v.pipe(v.number(), v.integer("must be an integer"), v.minValue(min, `must be >= ${min}`), v.maxValue(max, `must be <= ${max}`)), fallback);
 const names = v.pipe(v.array(v.pipe(v.string("must be a string"), v.nonEmpty("must not be empty"))), v.readonly());
 
-/** Schema of one consumer definition. */
+/** Schema of one consumer definition (internal; not part of the published API). */
 export const ConsumerSchema = v.strictObject({
   name: v.pipe(
     v.string("must be a string"),
@@ -40,9 +40,16 @@ export const ConsumerSchema = v.strictObject({
  * ];
  * ```
  */
-export type ConsumerDefinition = v.InferInput<typeof ConsumerSchema>;
+export interface ConsumerDefinition {
+  /** Unique, non-empty, at most 200 characters. */
+  readonly name: string;
+  /** Only events of these aggregate types (all when absent or empty). */
+  readonly aggregateTypes?: readonly string[];
+  /** Only events of these bounded contexts (all when absent or empty). */
+  readonly boundedContexts?: readonly string[];
+}
 
-/** Schema of every worker option except `sql` and `logger`. */
+/** Schema of every worker option except `sql`, `logger` and `clock`. */
 export const WorkerOptionsSchema = v.strictObject({
   consumers: v.pipe(
     v.array(ConsumerSchema, "must be an array of consumer definitions"),
@@ -116,16 +123,60 @@ export const WorkerOptionsSchema = v.strictObject({
  * };
  * ```
  */
-export type WorkerOptions = Omit<v.InferInput<typeof WorkerOptionsSchema>, "tables"> & {
+export interface WorkerOptions {
   /** The postgres.js client the worker uses for its queries and batch transactions. */
   sql: Sql;
+  /** The consumers this worker can run (unique names). */
+  consumers: readonly ConsumerDefinition[];
+  /** Rows per probe and per batch (1..100000). @default 100 */
+  batchSize?: number;
+  /** Base consumer poll interval. @default 1000 */
+  pollIntervalMs?: number;
+  /** Ceiling of the idle backoff (>= pollIntervalMs). @default 30000 */
+  maxPollIntervalMs?: number;
+  /** How consumers are woken. @default "poll" */
+  dispatcher?: "poll" | "notify";
+  /** Poll dispatcher period. @default 200 */
+  dispatcherIntervalMs?: number;
+  /** NOTIFY channel, the same as the store's (an SQL identifier). @default "sluice_events" */
+  notifyChannel?: string;
+  /** Direct connection string for the session connections (LISTEN, advisory locks) when `sql` goes through PgBouncer. */
+  directUrl?: string;
+  /** @default 5000 */
+  heartbeatIntervalMs?: number;
+  /** A worker silent this long is dead (> heartbeatIntervalMs). @default 30000 */
+  heartbeatTimeoutMs?: number;
+  /** Upper bound of the coordination tick period. @default 5000 */
+  rebalanceIntervalMs?: number;
+  /** Pause between full batches and while blocked on a gap (0 allowed). @default 200 */
+  batchPauseMs?: number;
+  /** A batch open longer than this is rolled back. @default 30000 */
+  batchTimeoutMs?: number;
+  /** Pass a hole that cannot be proven dead after this long; `false` never does. @default 30000 */
+  staleGapThresholdMs?: number | false;
+  /** Rows to stay behind the window's end after a stale pass (capped at batchSize - 1). @default 8 */
+  staleGapHarborLag?: number;
+  /** A hole proven dead is passed only once known this long. @default 250 */
+  provenGapMinAgeMs?: number;
+  /** After a stale pass, watch the passed positions this long for late commits. @default 300000 */
+  lateCommitWatchMs?: number;
+  /** Failed batches in a row before a consumer is parked. @default 5 */
+  maxConsecutiveFailures?: number;
+  /** First retry delay after a failed batch. @default 500 */
+  retryBaseMs?: number;
+  /** Longest retry delay (>= retryBaseMs). @default 30000 */
+  retryMaxMs?: number;
+  /** How long stop() lets open batches finish. @default 10000 */
+  shutdownTimeoutMs?: number;
   /** Where the tables live. @default schema "sluice" */
   tables?: TableNamesInput;
+  /** This worker's id (a UUID). @default random */
+  workerId?: string;
   /** @default LogTape category ["sluice", ...] */
   logger?: Logger;
   /** Clock and randomness, for tests. */
   clock?: Clock;
-};
+}
 
 /** Injectable time and randomness. */
 export interface Clock {
@@ -139,12 +190,31 @@ export interface Clock {
 export const systemClock: Clock = { now: () => Date.now(), random: () => Math.random() };
 
 /** Validated, defaulted, frozen worker configuration. */
-export type ResolvedConfig = Readonly<
-  Omit<v.InferOutput<typeof WorkerOptionsSchema>, "tables" | "consumers"> & {
-    consumers: readonly Readonly<v.InferOutput<typeof ConsumerSchema>>[];
-    tables: ResolvedTableNames;
-  }
->;
+export interface ResolvedConfig {
+  readonly consumers: readonly ConsumerDefinition[];
+  readonly batchSize: number;
+  readonly pollIntervalMs: number;
+  readonly maxPollIntervalMs: number;
+  readonly dispatcher: "poll" | "notify";
+  readonly dispatcherIntervalMs: number;
+  readonly notifyChannel: string;
+  readonly directUrl: string | undefined;
+  readonly heartbeatIntervalMs: number;
+  readonly heartbeatTimeoutMs: number;
+  readonly rebalanceIntervalMs: number;
+  readonly batchPauseMs: number;
+  readonly batchTimeoutMs: number;
+  readonly staleGapThresholdMs: number | false;
+  readonly staleGapHarborLag: number;
+  readonly provenGapMinAgeMs: number;
+  readonly lateCommitWatchMs: number;
+  readonly maxConsecutiveFailures: number;
+  readonly retryBaseMs: number;
+  readonly retryMaxMs: number;
+  readonly shutdownTimeoutMs: number;
+  readonly workerId: string | undefined;
+  readonly tables: ResolvedTableNames;
+}
 
 /**
  * Validates worker options (all but `sql`, `logger` and `clock`). Throws a
@@ -157,7 +227,11 @@ export type ResolvedConfig = Readonly<
  * ```
  */
 export function parseWorkerConfig(input: Omit<WorkerOptions, "sql" | "logger" | "clock">): ResolvedConfig {
-  const out = parseWith(WorkerOptionsSchema, input, "worker options");
+  const out: Omit<ResolvedConfig, "tables" | "directUrl" | "workerId"> & { directUrl?: string; workerId?: string } = parseWith(
+    WorkerOptionsSchema,
+    input,
+    "worker options",
+  );
   const issues: ConfigIssue[] = [];
   if (out.maxPollIntervalMs < out.pollIntervalMs) {
     issues.push({ path: "maxPollIntervalMs", value: out.maxPollIntervalMs, rule: `must be >= pollIntervalMs (${out.pollIntervalMs})` });
@@ -179,6 +253,8 @@ export function parseWorkerConfig(input: Omit<WorkerOptions, "sql" | "logger" | 
   if (issues.length > 0 || tables === undefined) throw new ConfigError("worker options", issues);
   return Object.freeze({
     ...out,
+    directUrl: out.directUrl,
+    workerId: out.workerId,
     // The seed's clamp: the harbor must leave at least one row to process.
     staleGapHarborLag: Math.min(out.staleGapHarborLag, out.batchSize - 1),
     consumers: Object.freeze(out.consumers.map((c) => Object.freeze({ ...c }))),

@@ -68,20 +68,24 @@ export interface Probe {
  * one statement. While blocked on a hole this reads positions only.
  */
 export async function probe(ex: Executor, t: T, checkpoint: bigint, limit: number, scope: Scope): Promise<Probe> {
+  // One range scan; payloads are sent only for rows the consumer can take now
+  // (relevant, before the first hole), so a blocked consumer reads positions.
   const rows = await ex.unsafe(
-    `with w0 as (select global_position as p, aggregate_type, bounded_context from ${t.events.sql}
-                 where global_position > $1::bigint order by global_position limit $2),
-          w as (select p, p = $1::bigint + row_number() over (order by p) as c, ${relevant("w0")} as r from w0)
-     select w.p::text as p, (select pg_current_snapshot()::text) as snap, ${EVENT_COLUMNS("e")}
-     from w left join ${t.events.sql} e on w.c and w.r and e.global_position = w.p
-     order by w.p`,
+    `select w.global_position::text as p, w.take, (select pg_current_snapshot()::text) as snap,
+       w.transaction_id::text as transaction_id, w.aggregate_type, w.aggregate_id, w.aggregate_version::text as aggregate_version,
+       w.event_id::text as event_id, w.event_type, w.event_version, w.bounded_context, w.trace_id, w.correlation_id, w.causation_id,
+       (extract(epoch from w.created_at) * 1000)::float8 as created_ms,
+       case when w.take then w.payload::text end as payload, case when w.take then w.metadata::text end as metadata
+     from (select e.*, (e.global_position = $1::bigint + row_number() over (order by e.global_position)) and ${relevant("e")} as take
+           from (select * from ${t.events.sql} where global_position > $1::bigint order by global_position limit $2) e) w
+     order by w.global_position`,
     [checkpoint.toString(), limit, JSON.stringify(scope.aggregateTypes), JSON.stringify(scope.boundedContexts)],
   );
   const positions: bigint[] = [];
   const events: PersistedEvent[] = [];
   for (const r of rows) {
     positions.push(BigInt(r.p as string));
-    if (r.global_position != null) events.push(toEvent(r));
+    if (r.take) events.push(toEvent({ ...r, global_position: r.p }));
   }
   return { positions, events, snapshot: rows[0]?.snap as string | undefined };
 }

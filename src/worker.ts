@@ -10,7 +10,7 @@ import { Coordinator } from "./coordination/coordinator.ts";
 import { reportConsumerState } from "./coordination/statements.ts";
 import type { Sql } from "./db/executor.ts";
 import { namespaceOf } from "./db/names.ts";
-import { SluiceError } from "./errors.ts";
+import { ConfigError, SluiceError } from "./errors.ts";
 import { defaultLogger, errorFields, type Logger } from "./logger.ts";
 import { type Batch, type OpenBatch, openBatch } from "./consumption/batch.ts";
 import { ConsumerRunner, type ConsumerStatus } from "./consumption/runner.ts";
@@ -81,10 +81,16 @@ export class Worker implements AsyncDisposable {
 
   constructor(options: WorkerOptions) {
     const { sql, logger, clock, ...rest } = options ?? ({} as WorkerOptions);
-    if (!sql || typeof (sql as { begin?: unknown }).begin !== "function") {
-      throw new SluiceError("CONFIG_INVALID", "Invalid worker options:\n  - sql: must be a postgres.js client (got " + typeof sql + ")");
+    const sqlIssue = !sql || typeof (sql as { begin?: unknown }).begin !== "function"
+      ? [{ path: "sql", value: sql === undefined ? undefined : typeof sql, rule: "must be a postgres.js client (postgres(url))" }]
+      : [];
+    try {
+      this.config = parseWorkerConfig(rest);
+    } catch (e) {
+      if (e instanceof ConfigError && sqlIssue.length > 0) throw new ConfigError("worker options", [...sqlIssue, ...e.issues]);
+      throw e;
     }
-    this.config = parseWorkerConfig(rest);
+    if (sqlIssue.length > 0) throw new ConfigError("worker options", sqlIssue);
     this.#sql = sql;
     this.#log = logger ?? defaultLogger("worker");
     this.#clock = clock ?? systemClock;

@@ -6,7 +6,7 @@
  *
  * @module
  */
-import type { Executor } from "../db/executor.ts";
+import { type Executor, prep } from "../db/executor.ts";
 import type { ResolvedTableNames } from "../db/names.ts";
 import type { PersistedEvent } from "../store/events.ts";
 import type { PassReason } from "./gaps.ts";
@@ -79,8 +79,7 @@ export async function probe(ex: Executor, t: T, checkpoint: bigint, limit: numbe
      from (select e.*, (e.global_position = $1::bigint + row_number() over (order by e.global_position)) and ${relevant("e")} as take
            from (select * from ${t.events.sql} where global_position > $1::bigint order by global_position limit $2) e) w
      order by w.global_position`,
-    [checkpoint.toString(), limit, JSON.stringify(scope.aggregateTypes), JSON.stringify(scope.boundedContexts)],
-  );
+    [checkpoint.toString(), limit, JSON.stringify(scope.aggregateTypes), JSON.stringify(scope.boundedContexts)], prep(ex));
   const positions: bigint[] = [];
   const events: PersistedEvent[] = [];
   for (const r of rows) {
@@ -96,14 +95,13 @@ export async function fetchEvents(ex: Executor, t: T, after: bigint, upTo: bigin
     `select ${EVENT_COLUMNS("e")} from ${t.events.sql} e
      where e.global_position > $1::bigint and e.global_position <= $2::bigint and ${relevant("e")}
      order by e.global_position`,
-    [after.toString(), upTo.toString(), JSON.stringify(scope.aggregateTypes), JSON.stringify(scope.boundedContexts)],
-  );
+    [after.toString(), upTo.toString(), JSON.stringify(scope.aggregateTypes), JSON.stringify(scope.boundedContexts)], prep(ex));
   return rows.map(toEvent);
 }
 
 /** The committed checkpoint of a consumer (0 when it has no row). */
 export async function loadCheckpoint(ex: Executor, t: T, consumer: string): Promise<bigint> {
-  const [r] = await ex.unsafe(`select last_position::text as p from ${t.consumerCheckpoints.sql} where consumer_name = $1`, [consumer]);
+  const [r] = await ex.unsafe(`select last_position::text as p from ${t.consumerCheckpoints.sql} where consumer_name = $1`, [consumer], prep(ex));
   return r ? BigInt(r.p as string) : 0n;
 }
 
@@ -125,8 +123,7 @@ export async function fence(ex: Executor, t: T, consumer: string, statementTimeo
             set_config('statement_timeout', $2, true) as st
      from ${t.consumerAssignments.sql} a join ${t.consumerCheckpoints.sql} c on c.consumer_name = a.consumer_name
      where a.consumer_name = $1 for update of a, c`,
-    [consumer, String(statementTimeoutMs)],
-  );
+    [consumer, String(statementTimeoutMs)], prep(ex));
   if (!r) return undefined;
   return { owner: (r.owner as string | null) ?? null, paused: r.paused as boolean, checkpoint: BigInt(r.cp as string) };
 }
@@ -169,8 +166,7 @@ export async function advance(
                 from u, jsonb_to_recordset($5::text::jsonb) as x(gap_position bigint, highest bigint, positions bigint[], reason text, first_seen_ms float8)
                 returning id::text as id)
      select (select count(*) from u)::int as advanced, coalesce((select json_agg(id) from s), '[]'::json)::text as ids`,
-    [p.consumer, p.workerId, p.from.toString(), p.to.toString(), JSON.stringify(skips)],
-  );
+    [p.consumer, p.workerId, p.from.toString(), p.to.toString(), JSON.stringify(skips)], prep(ex));
   return { advanced: (r!.advanced as number) > 0, skipIds: JSON.parse(r!.ids as string) as string[] };
 }
 
@@ -180,8 +176,7 @@ export async function findLate(ex: Executor, t: T, ranges: readonly { from: bigi
   const rows = await ex.unsafe(
     `select e.global_position::text as p from ${t.events.sql} e
      join jsonb_to_recordset($1::text::jsonb) as r(a bigint, b bigint) on e.global_position between r.a and r.b order by 1`,
-    [JSON.stringify(ranges.map((r) => ({ a: r.from.toString(), b: r.to.toString() })))],
-  );
+    [JSON.stringify(ranges.map((r) => ({ a: r.from.toString(), b: r.to.toString() })))], prep(ex));
   return rows.map((r) => BigInt(r.p as string));
 }
 
@@ -190,16 +185,14 @@ export async function recordLate(ex: Executor, t: T, skipId: string, positions: 
   await ex.unsafe(
     `update ${t.consumerGapSkips.sql} set late_positions = late_positions
        || array(select x::bigint from jsonb_array_elements_text($2::text::jsonb) x) where id = $1::bigint`,
-    [skipId, JSON.stringify(positions.map(String))],
-  );
+    [skipId, JSON.stringify(positions.map(String))], prep(ex));
 }
 
 /** The highest visible position (0 when empty) and the snapshot's xmax. */
 export async function readHead(ex: Executor, t: T): Promise<{ head: bigint; xmax: bigint }> {
   const [r] = await ex.unsafe(
     `select coalesce((select max(global_position) from ${t.events.sql}), 0)::text as head,
-            pg_snapshot_xmax(pg_current_snapshot())::text as xmax`,
-  );
+            pg_snapshot_xmax(pg_current_snapshot())::text as xmax`, [], prep(ex));
   return { head: BigInt(r!.head as string), xmax: BigInt(r!.xmax as string) };
 }
 
@@ -209,8 +202,7 @@ export async function checkpointsOf(ex: Executor, t: T, consumers: readonly stri
     `select a.consumer_name as name, coalesce(c.last_position, 0)::text as p, a.paused from ${t.consumerAssignments.sql} a
      left join ${t.consumerCheckpoints.sql} c on c.consumer_name = a.consumer_name
      where a.consumer_name in (select jsonb_array_elements_text($1::text::jsonb))`,
-    [JSON.stringify(consumers)],
-  );
+    [JSON.stringify(consumers)], prep(ex));
   return {
     checkpoints: new Map(rows.filter((r) => !r.paused).map((r) => [r.name as string, BigInt(r.p as string)])),
     paused: new Set(rows.filter((r) => r.paused).map((r) => r.name as string)),

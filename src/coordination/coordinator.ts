@@ -24,6 +24,7 @@ import { openSession } from "./session.ts";
 import {
   deleteStaleWorkers,
   deregisterWorker,
+  holdsAdvisoryLock,
   leaderView,
   moveConsumer,
   notify,
@@ -189,7 +190,8 @@ export class Coordinator {
     const beat = sentAt - this.#lastBeat >= this.#config.heartbeatIntervalMs;
     let r;
     try {
-      r = await tick(session, t, { workerId: this.workerId, beat, tryLead: !this.#leader, leaderKey: this.leaderKey });
+      // Compete for leadership only while we can prove we are alive.
+      r = await tick(session, t, { workerId: this.workerId, beat, tryLead: !this.#leader && this.#healthy, leaderKey: this.leaderKey });
     } catch (e) {
       this.#log.warn("Coordination tick failed; not starting batches until the session is back", errorFields(e));
       this.#leader = false;
@@ -201,10 +203,15 @@ export class Coordinator {
     if (this.#pid !== undefined && r.pid !== this.#pid) {
       this.#log.warn("Session was replaced (backend {old} -> {new}); re-acquiring session locks", { old: this.#pid, new: r.pid });
       this.#leader = false;
-      this.#setHealth(await tryAdvisoryLock(session, this.livenessKey).catch(() => false));
-    } else if (!this.#healthy) {
-      // Reconnected on the same pid cannot happen; a failed tick on a live session can.
-      this.#setHealth(true);
+      this.#setHealth(false);
+    }
+    if (!this.#healthy) {
+      // Healthy only once this session holds the liveness lock again (a new
+      // session must retake it; a lingering old one may still hold it).
+      const held = await holdsAdvisoryLock(session, this.livenessKey).catch(() => false) ||
+        await tryAdvisoryLock(session, this.livenessKey).catch(() => false);
+      if (held) this.#setHealth(true);
+      else this.#log.warn("Liveness lock is held by another session; waiting", { workerId: this.workerId });
     }
     this.#pid = r.pid;
     if (!r.registered) {

@@ -40,3 +40,14 @@ export function toBigInt(v: unknown): bigint {
   if (typeof v === "string") return BigInt(v);
   throw new TypeError(`Cannot read a position: expected an integer, got ${typeof v}`);
 }
+
+/**
+ * Options for `unsafe()`: postgres.js does not prepare unsafe statements by
+ * default, which costs a second round trip per statement. Ours have fixed
+ * text per deployment, so prepare them, unless the client was created with
+ * `prepare: false` (PgBouncer in transaction mode).
+ */
+export function prep(ex: Executor): { prepare: boolean } {
+  const o = (ex as { options?: { prepare?: boolean } }).options;
+  return { prepare: o?.prepare ?? true };
+}

@@ -119,7 +119,15 @@ export interface AppendResult<P = unknown> {
   readonly version: number;
 }
 
-/** One validated event, serialised for the database. */
+/**
+ * One validated event, serialised for the database.
+ *
+ * @example
+ * ```ts
+ * const e: PreparedEvent = prepareAppend([event], { expectedVersion: "any" }).events[0];
+ * e.payloadJson; // '{"amount":10}'
+ * ```
+ */
 export interface PreparedEvent {
   readonly eventId: string;
   readonly eventType: string;
@@ -132,7 +140,15 @@ export interface PreparedEvent {
   readonly causationId: string | null;
 }
 
-/** A validated append: one aggregate, its events and the concurrency check. */
+/**
+ * A validated append: one aggregate, its events and the concurrency check.
+ *
+ * @example
+ * ```ts
+ * const batch: PreparedAppend = prepareAppend(events, { expectedVersion: 0 });
+ * batch.mode; // "no-stream"
+ * ```
+ */
 export interface PreparedAppend {
   readonly aggregateType: string;
   readonly aggregateId: string;

@@ -115,6 +115,8 @@ export function buildStatements(names: ResolvedTableNames, channel: string | fal
   // order in which transactions drew them, and a hole could be filled by a
   // transaction that started after the hole was observed.
   const append = (head: string): string => {
+    // The channel is spliced as a literal: createStore accepted it only as an
+    // identifier ([A-Za-z_][A-Za-z0-9_]*), so it holds no quote.
     const notify = channel === false
       ? ""
       : `, note AS MATERIALIZED (
@@ -195,7 +197,15 @@ export function pgArray(items: readonly (string | null)[], json = false): string
   return s + "}";
 }
 
-/** One row the append inserted. */
+/**
+ * One row the append inserted.
+ *
+ * @example
+ * ```ts
+ * const [row]: InsertedRow[] = await insertEvents(sql, st, batch);
+ * row.globalPosition; // 42n
+ * ```
+ */
 export interface InsertedRow {
   readonly globalPosition: bigint;
   readonly aggregateVersion: number;

@@ -29,7 +29,14 @@ import {
   type StoreStatements,
 } from "./statements.ts";
 
-/** The default NOTIFY channel (the worker's default too). */
+/**
+ * The default NOTIFY channel (the worker's default too).
+ *
+ * @example
+ * ```ts
+ * await listener.listen(DEFAULT_NOTIFY_CHANNEL, (position) => wake(BigInt(position)));
+ * ```
+ */
 export const DEFAULT_NOTIFY_CHANNEL = "sluice_events";
 
 /**

@@ -86,6 +86,10 @@ describe("event store", () => {
       assert.deepEqual(await rowsOf(id), [1, 2, 3]);
     });
 
+    const waitForLockWait = () =>
+      waitFor("the second appender to wait on the first", async () =>
+        (await db.sql`select count(*)::int as n from pg_stat_activity where datname = current_database() and wait_event_type = 'Lock'`)[0]!.n > 0);
+
     for (const mode of ["exact", "no-stream"] as const) {
       it(`two concurrent appenders (${mode}): one wins, the other conflicts with no partial rows`, async () => {
         const id = newId();
@@ -94,8 +98,7 @@ describe("event store", () => {
         const a = await holdAppend(db.sql, store, [ev(id), ev(id)], { expectedVersion });
         const b = db.sql.begin((tx) => store.append(tx, [ev(id), ev(id), ev(id)], { expectedVersion }));
         b.catch(() => {});
-        await waitFor("the second appender to wait on the first", async () =>
-          (await db.sql`select count(*)::int as n from pg_stat_activity where datname = current_database() and wait_event_type = 'Lock'`)[0]!.n > 0);
+        await waitForLockWait();
         await a.commit();
         const won = mode === "exact" ? 3 : 2;
         await assert.rejects(b, conflict(mode === "exact" ? "1" : "no-stream", String(won)));
@@ -103,6 +106,33 @@ describe("event store", () => {
         assert.equal(await headVersion(id), won);
       });
     }
+
+    it("two concurrent appenders (any): both succeed, one after the other", async () => {
+      const id = newId();
+      const a = await holdAppend(db.sql, store, [ev(id), ev(id)], { expectedVersion: "any" });
+      const b = db.sql.begin((tx) => store.append(tx, [ev(id), ev(id), ev(id)], { expectedVersion: "any" }));
+      await waitForLockWait();
+      await a.commit();
+      assert.deepEqual((await b).events.map((e) => e.aggregateVersion), [3, 4, 5]);
+      assert.deepEqual(await rowsOf(id), [1, 2, 3, 4, 5]);
+    });
+
+    it("under REPEATABLE READ the loser conflicts with SQLSTATE 40001", async () => {
+      const id = newId();
+      await store.append(db.sql, [ev(id)], { expectedVersion: "no-stream" });
+      const a = await holdAppend(db.sql, store, [ev(id)], { expectedVersion: 1 });
+      const b = db.sql.begin("isolation level repeatable read", (tx) => store.append(tx, [ev(id)], { expectedVersion: 1 }));
+      b.catch(() => {});
+      await waitForLockWait();
+      await a.commit();
+      await assert.rejects(b, (e: unknown) => {
+        assert.ok(isSluiceError(e, "CONCURRENCY_CONFLICT"), String(e));
+        assert.equal((e as SluiceError).sqlState, "40001");
+        assert.match((e as Error).message, /expected version 1, actual version unknown/);
+        return true;
+      });
+      assert.deepEqual(await rowsOf(id), [1, 2]);
+    });
 
     it("a duplicate event id conflicts with SQLSTATE 23505 and writes nothing", async () => {
       const id = newId();

@@ -63,7 +63,7 @@ export const WorkerOptionsSchema = v.strictObject({
   maxPollIntervalMs: ms(1, 30_000),
   /** How consumers are woken: `"poll"` (latest-position polling) or `"notify"` (LISTEN). @default "poll" */
   dispatcher: v.optional(v.picklist(["poll", "notify"], 'must be "poll" or "notify"'), "poll"),
-  /** Poll dispatcher period; also the notify dispatcher's reconciliation period. @default 200 */
+  /** Poll dispatcher period (poll mode only; in notify mode the coordination tick, at most every second, is the reconciliation poll). @default 200 */
   dispatcherIntervalMs: ms(1, 200),
   /** NOTIFY channel (must match the store's). @default "sluice_events" */
   notifyChannel: v.optional(v.pipe(v.string(), v.regex(/^[A-Za-z_][A-Za-z0-9_]{0,62}$/, "must be an SQL identifier")), "sluice_events"),
@@ -77,7 +77,7 @@ export const WorkerOptionsSchema = v.strictObject({
   heartbeatIntervalMs: ms(10, 5_000),
   /** A worker silent this long is dead. @default 30000 */
   heartbeatTimeoutMs: ms(10, 30_000),
-  /** Leader cycle and assignment sync period. @default 5000 */
+  /** Leader cycle and assignment sync; the coordination tick runs every min(1000, heartbeatIntervalMs, rebalanceIntervalMs) ms. @default 5000 */
   rebalanceIntervalMs: ms(10, 5_000),
   /** Pause between full batches, and while blocked on a gap. @default 200 */
   batchPauseMs: ms(0, 200),
@@ -136,7 +136,7 @@ export interface WorkerOptions {
   maxPollIntervalMs?: number;
   /** How consumers are woken. @default "poll" */
   dispatcher?: "poll" | "notify";
-  /** Poll dispatcher period. @default 200 */
+  /** Poll dispatcher period, poll mode only (in notify mode the coordination tick, at most every second, reconciles). @default 200 */
   dispatcherIntervalMs?: number;
   /** NOTIFY channel, the same as the store's (an SQL identifier). @default "sluice_events" */
   notifyChannel?: string;
@@ -146,7 +146,7 @@ export interface WorkerOptions {
   heartbeatIntervalMs?: number;
   /** A worker silent this long is dead (> heartbeatIntervalMs). @default 30000 */
   heartbeatTimeoutMs?: number;
-  /** Upper bound of the coordination tick period. @default 5000 */
+  /** Leader cycle and assignment sync; the coordination tick runs every min(1000, heartbeatIntervalMs, rebalanceIntervalMs) ms. @default 5000 */
   rebalanceIntervalMs?: number;
   /** Pause between full batches and while blocked on a gap (0 allowed). @default 200 */
   batchPauseMs?: number;

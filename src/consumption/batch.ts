@@ -11,7 +11,7 @@ import { PostgresJsSession, PostgresJsTransaction } from "drizzle-orm/postgres-j
 import type postgres from "postgres";
 import type { ResolvedConfig } from "../config.ts";
 import type { Sql, Tx } from "../db/executor.ts";
-import { isSluiceError, SluiceError } from "../errors.ts";
+import { isConnectionError, isSluiceError, SluiceError } from "../errors.ts";
 import { deferred, type Deferred } from "../internal/deferred.ts";
 import type { PersistedEvent } from "../store/events.ts";
 import { advance, fence, type GapSkipRecord } from "./statements.ts";
@@ -88,6 +88,34 @@ export function drizzleTx(tx: Tx): BatchDb {
   return new PostgresJsTransaction(dialect, session as never, undefined) as BatchDb;
 }
 
+/**
+ * Wraps a transaction so that no query is sent once its connection is gone.
+ * postgres.js rejects the transaction when its connection closes, but a
+ * query issued on it afterwards is written to a null socket from a
+ * setImmediate, which throws outside any promise and kills the process.
+ */
+function guardTx(tx: Tx, isDead: () => boolean, consumer: string): Tx {
+  const check = (): void => {
+    if (isDead()) {
+      throw new SluiceError("BATCH_CLOSED", `The connection of ${consumer}'s batch was closed; its transaction is gone`);
+    }
+  };
+  return new Proxy(tx, {
+    apply(target, thisArg, args) {
+      check();
+      return Reflect.apply(target as unknown as (...a: unknown[]) => unknown, thisArg, args);
+    },
+    get(target, prop) {
+      const v = Reflect.get(target, prop, target) as unknown;
+      if (typeof v !== "function") return v;
+      return (...args: unknown[]) => {
+        check();
+        return (v as (...a: unknown[]) => unknown).apply(target, args);
+      };
+    },
+  }) as Tx;
+}
+
 /** An open batch: the transaction is running and waits for a verdict. */
 export class OpenBatch implements Batch {
   readonly consumer: string;
@@ -101,12 +129,12 @@ export class OpenBatch implements Batch {
   #db: BatchDb | undefined;
   #settled = false;
 
-  constructor(rb: ReadyBatch, tx: Tx) {
+  constructor(rb: ReadyBatch, tx: Tx, isDead: () => boolean) {
     this.consumer = rb.consumer;
     this.events = rb.events;
     this.from = rb.from;
     this.to = rb.to;
-    this.tx = tx as postgres.TransactionSql;
+    this.tx = guardTx(tx, isDead, rb.consumer) as postgres.TransactionSql;
   }
 
   get db(): BatchDb {
@@ -177,32 +205,51 @@ export function openBatch(
   let timer: ReturnType<typeof setTimeout> | undefined;
   // Assigned right after begin() returns, long before its callback runs.
   let ended: Promise<void> = Promise.resolve();
+  // Set when begin() rejected because the connection closed: from then on
+  // nothing may be sent on this transaction (see guardTx), not even ROLLBACK,
+  // so the callback below never settles.
+  let dead = false;
+  const never = (): Promise<never> => new Promise<never>(() => {});
   const done = p.sql.begin(async (tx) => {
-    const f = await fence(tx, t, rb.consumer, p.timeoutMs);
-    if (!f || f.owner !== p.workerId || f.paused) {
-      early = { kind: "ownership_lost" };
-      throw new Rollback(early);
+    try {
+      const f = await fence(tx, t, rb.consumer, p.timeoutMs);
+      if (!f || f.owner !== p.workerId || f.paused) {
+        early = { kind: "ownership_lost" };
+        throw new Rollback(early);
+      }
+      if (f.checkpoint !== rb.from) {
+        early = { kind: "conflict" };
+        throw new Rollback(early);
+      }
+      batch = new OpenBatch(rb, tx, () => dead);
+      const b = batch;
+      b.attach(ended);
+      timer = setTimeout(() => {
+        void b.rollback(new SluiceError("BATCH_TIMEOUT", `Batch of ${rb.consumer} (${rb.from}..${rb.to}) outlived batchTimeoutMs (${p.timeoutMs} ms)`));
+      }, p.timeoutMs);
+      opened.resolve(b);
+      const v = await b.verdict();
+      if (dead) return await never();
+      if (v !== "commit") throw v;
+      const r = await advance(tx, t, { consumer: rb.consumer, workerId: p.workerId, from: rb.from, to: rb.to, skips: rb.skips });
+      if (!r.advanced) throw new SluiceError("OWNERSHIP_LOST", `Consumer ${rb.consumer} is no longer owned by this worker`);
+      return r.skipIds;
+    } catch (e) {
+      // Connection gone: postgres.js would send ROLLBACK on it and crash.
+      if (dead || (!(e instanceof Rollback) && isConnectionError(e))) {
+        dead = true;
+        return await never();
+      }
+      throw e;
     }
-    if (f.checkpoint !== rb.from) {
-      early = { kind: "conflict" };
-      throw new Rollback(early);
-    }
-    batch = new OpenBatch(rb, tx);
-    const b = batch;
-    b.attach(ended);
-    timer = setTimeout(() => {
-      void b.rollback(new SluiceError("BATCH_TIMEOUT", `Batch of ${rb.consumer} (${rb.from}..${rb.to}) outlived batchTimeoutMs (${p.timeoutMs} ms)`));
-    }, p.timeoutMs);
-    opened.resolve(b);
-    const v = await b.verdict();
-    if (v !== "commit") throw v;
-    const r = await advance(tx, t, { consumer: rb.consumer, workerId: p.workerId, from: rb.from, to: rb.to, skips: rb.skips });
-    if (!r.advanced) throw new SluiceError("OWNERSHIP_LOST", `Consumer ${rb.consumer} is no longer owned by this worker`);
-    return r.skipIds;
   });
   ended = (done as Promise<string[]>).then(
     (skipIds) => rb.outcome.resolve({ kind: "committed", skipIds }),
     (e: unknown) => {
+      if (!(e instanceof Rollback) && !isSluiceError(e) && isConnectionError(e)) {
+        dead = true;
+        void batch?.rollback(e);
+      }
       if (e instanceof Rollback) {
         rb.outcome.resolve(early ?? { kind: "failed", error: e.reason });
       } else if (isSluiceError(e, "OWNERSHIP_LOST")) {

@@ -115,12 +115,15 @@ export interface Fence {
 /**
  * First statement of a batch transaction: locks the consumer's assignment and
  * checkpoint rows (the rebalance waits for this batch) and bounds every
- * statement of the transaction by `statementTimeoutMs`.
+ * statement, and every idle wait between statements, by `statementTimeoutMs`:
+ * a frozen process cannot pin its consumer's rows past that (the server ends
+ * its session).
  */
 export async function fence(ex: Executor, t: T, consumer: string, statementTimeoutMs: number): Promise<Fence | undefined> {
   const [r] = await ex.unsafe(
     `select a.worker_id::text as owner, a.paused, c.last_position::text as cp,
-            set_config('statement_timeout', $2, true) as st
+            set_config('statement_timeout', $2, true) as st,
+            set_config('idle_in_transaction_session_timeout', $2, true) as it
      from ${t.consumerAssignments.sql} a join ${t.consumerCheckpoints.sql} c on c.consumer_name = a.consumer_name
      where a.consumer_name = $1 for update of a, c`,
     [consumer, String(statementTimeoutMs)], prep(ex));

@@ -191,7 +191,13 @@ export class Coordinator {
     let r;
     try {
       // Compete for leadership only while we can prove we are alive.
-      r = await tick(session, t, { workerId: this.workerId, beat, tryLead: !this.#leader && this.#healthy, leaderKey: this.leaderKey });
+      r = await tick(session, t, {
+        workerId: this.workerId,
+        beat,
+        tryLead: !this.#leader && this.#healthy,
+        leaderKey: this.leaderKey,
+        heartbeatTimeoutMs: this.#config.heartbeatTimeoutMs,
+      });
     } catch (e) {
       this.#log.warn("Coordination tick failed; not starting batches until the session is back", errorFields(e));
       this.#leader = false;
@@ -222,6 +228,10 @@ export class Coordinator {
       this.#log.warn("Worker registration row missing", { workerId: this.workerId });
     } else this.#missing = 0;
     if (beat) this.#lastBeat = sentAt;
+    if (r.evicted) {
+      this.#log.warn("Ended the session of a leader whose heartbeat is older than heartbeatTimeoutMs", { workerId: this.workerId });
+      this.requestTick();
+    }
     if (r.acquired === true) {
       this.#leader = true;
       this.#log.info("Became leader", { workerId: this.workerId });

@@ -76,6 +76,8 @@ export interface TickResult {
   readonly registered: boolean;
   /** Result of the leader-lock attempt, when one was made. */
   readonly acquired: boolean | null;
+  /** True when this tick ended a frozen leader's session. */
+  readonly evicted: boolean;
   /** Highest visible position (0 when empty). */
   readonly head: bigint;
   /** xmax of the tick's snapshot. */
@@ -92,23 +94,38 @@ export interface TickResult {
 export async function tick(
   ex: Executor,
   t: T,
-  p: { workerId: string; beat: boolean; tryLead: boolean; leaderKey: bigint },
+  p: { workerId: string; beat: boolean; tryLead: boolean; leaderKey: bigint; heartbeatTimeoutMs: number },
 ): Promise<TickResult> {
+  // A follower that cannot take the leader lock ends the holder's session
+  // when the holder's heartbeat is older than the timeout: a frozen leader
+  // (SIGSTOP, a paused VM) keeps its session and its lock alive, and would
+  // otherwise stop every rebalance until it thaws.
   const [r] = await ex.unsafe(
     `with hb as (update ${t.workerNodes.sql} set heartbeat_at = now(), updated_at = now(), backend_pid = pg_backend_pid()
-                 where worker_id = $1 and $2::boolean returning 1)
+                 where worker_id = $1 and $2::boolean returning 1),
+          lead as materialized (select case when $3::boolean then pg_try_advisory_lock($4::bigint) end as acquired)
      select pg_backend_pid() as pid,
        ((select count(*) from hb) > 0 or exists (select 1 from ${t.workerNodes.sql} where worker_id = $1)) as registered,
-       case when $3::boolean then pg_try_advisory_lock($4::bigint) end as acquired,
+       (select acquired from lead) as acquired,
+       case when (select acquired from lead) = false then
+         (select bool_or(pg_terminate_backend(l.pid)) from pg_locks l join ${t.workerNodes.sql} w on w.backend_pid = l.pid
+          where l.locktype = 'advisory' and l.granted and l.objsubid = 1
+            and l.database = (select oid from pg_database where datname = current_database())
+            and l.classid::bigint = ($4::bigint >> 32) & 4294967295 and l.objid::bigint = $4::bigint & 4294967295
+            and w.heartbeat_at < now() - $5 * interval '1 millisecond')
+       end as evicted,
        coalesce((select max(global_position) from ${t.events.sql}), 0)::text as head,
        pg_snapshot_xmax(pg_current_snapshot())::text as xmax,
        coalesce((select json_agg(consumer_name order by consumer_name) from ${t.consumerAssignments.sql}
                  where worker_id = $1 and not paused), '[]'::json) as mine`,
-    [p.workerId, p.beat, p.tryLead, p.leaderKey.toString()], prep(ex));
+    [p.workerId, p.beat, p.tryLead, p.leaderKey.toString(), p.heartbeatTimeoutMs],
+    prep(ex),
+  );
   return {
     pid: r!.pid as number,
     registered: r!.registered as boolean,
     acquired: r!.acquired as boolean | null,
+    evicted: r!.evicted === true,
     head: BigInt(r!.head as string),
     xmax: BigInt(r!.xmax as string),
     mine: parseJson<string[]>(r!.mine),

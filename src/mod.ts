@@ -45,3 +45,27 @@ export type { Batch, BatchDb } from "./consumption/batch.ts";
 export type { ConsumerState, ConsumerStatus } from "./consumption/runner.ts";
 export type { PersistedEvent } from "./store/events.ts";
 export { type ClusterStatus, type ConsumerInfo, readStatus, type WorkerInfo } from "./coordination/status.ts";
+export {
+  type AdminOptions,
+  type GapSkip,
+  listGapSkips,
+  type ListGapSkipsOptions,
+  pauseConsumer,
+  type PauseResult,
+  resumeConsumer,
+  rewindConsumer,
+  type RewindOptions,
+  type RewindResult,
+} from "./admin.ts";
+export { catchUp, type CatchUpOptions, type CatchUpReport, type CatchUpResult } from "./catch-up.ts";
+export {
+  type HealthBody,
+  type HealthConsumer,
+  type HealthHandler,
+  healthHandler,
+  type HealthOptions,
+  type HealthReason,
+  type NodeRequestLike,
+  type NodeResponseLike,
+  toNodeListener,
+} from "./health.ts";

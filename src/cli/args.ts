@@ -38,6 +38,14 @@ export interface Io {
   readonly cwd: string;
 }
 
+/** A positional argument of a command (every one is required). */
+export interface ArgumentSpec {
+  /** Shown in usage and help, such as `consumer`. */
+  readonly name: string;
+  /** One line of help. */
+  readonly description: string;
+}
+
 /** One `sluice` sub-command. Add a file in `src/cli/commands/` and list it in the registry. */
 export interface Command {
   /** The word after `sluice`. */
@@ -50,8 +58,14 @@ export interface Command {
   readonly description: string;
   /** Flags (`--help` is added by the CLI). */
   readonly options: OptionSpecs;
-  /** Runs the command; returns (or resolves to) the exit code. Throw {@link UsageError} for a bad invocation. */
-  run(values: ParsedValues, io: Io): number | Promise<number>;
+  /** Required positional arguments, in order (none when absent). */
+  readonly arguments?: readonly ArgumentSpec[];
+  /**
+   * Runs the command; returns (or resolves to) the exit code. Throw
+   * {@link UsageError} for a bad invocation. `args` are the positional
+   * arguments, one per {@link Command.arguments} entry.
+   */
+  run(values: ParsedValues, io: Io, args: readonly string[]): number | Promise<number>;
 }
 
 /** Exit codes of the CLI. */
@@ -96,13 +110,27 @@ export const HELP_OPTION: OptionSpecs = {
  * {@link UsageError} for an unknown flag, a missing value or a stray argument.
  */
 export function parseFlags(argv: readonly string[], specs: OptionSpecs): ParsedValues {
+  return parseCommandLine(argv, specs, []).values;
+}
+
+/**
+ * Parses `argv` strictly against `specs` and exactly `args.length`
+ * positional arguments. Throws {@link UsageError} for an unknown flag, a
+ * missing value, a missing argument or a stray one.
+ */
+export function parseCommandLine(
+  argv: readonly string[],
+  specs: OptionSpecs,
+  args: readonly ArgumentSpec[],
+): { values: ParsedValues; positionals: string[] } {
   const options: Record<string, { type: "string" | "boolean"; short?: string }> = {};
   for (const [name, s] of Object.entries(specs)) {
     options[name] = s.short === undefined ? { type: s.type } : { type: s.type, short: s.short };
   }
+  let parsed: { values: ParsedValues; positionals: string[] };
   try {
-    const { values } = parseArgs({ args: [...argv], options, strict: true, allowPositionals: false });
-    return values as ParsedValues;
+    const r = parseArgs({ args: [...argv], options, strict: true, allowPositionals: args.length > 0 });
+    parsed = { values: r.values as ParsedValues, positionals: r.positionals };
   } catch (e) {
     const code = (e as { code?: unknown }).code;
     if (typeof code === "string" && code.startsWith("ERR_PARSE_ARGS_")) {
@@ -110,6 +138,14 @@ export function parseFlags(argv: readonly string[], specs: OptionSpecs): ParsedV
     }
     throw e;
   }
+  const missing = args.slice(parsed.positionals.length);
+  if (missing.length > 0) throw new UsageError(`Missing required argument <${missing[0]!.name}>`);
+  const stray = parsed.positionals[args.length];
+  if (stray !== undefined) throw new UsageError(`Unexpected argument '${stray}'`);
+  for (const [i, a] of args.entries()) {
+    if (parsed.positionals[i]!.length === 0) throw new UsageError(`Argument <${a.name}> must not be empty`);
+  }
+  return parsed;
 }
 
 /** A string flag's value, or `undefined`. Throws {@link UsageError} when given empty. */
@@ -127,12 +163,14 @@ export function commandHelp(cmd: Command): string {
     const flag = `${s.short ? `-${s.short}, ` : "    "}--${name}${s.type === "string" ? ` ${s.value ?? "VALUE"}` : ""}`;
     return [flag, s.description] as const;
   });
-  const width = Math.max(...rows.map(([f]) => f.length)) + 2;
+  const args = (cmd.arguments ?? []).map((a) => [`<${a.name}>`, a.description] as const);
+  const width = Math.max(...rows.map(([f]) => f.length), ...args.map(([f]) => f.length)) + 2;
   return [
     `Usage: sluice ${cmd.name} ${cmd.usage}`,
     "",
     cmd.description,
     "",
+    ...(args.length > 0 ? ["Arguments:", ...args.map(([f, d]) => `  ${f.padEnd(width)}${d}`), ""] : []),
     "Options:",
     ...rows.map(([f, d]) => `  ${f.padEnd(width)}${d}`),
     "",
@@ -145,7 +183,8 @@ export function commandHelp(cmd: Command): string {
 export const EXIT_CODES_HELP: string = [
   "Exit codes:",
   "  0  success",
-  "  1  the command ran and failed (database error, schema incomplete, file not written)",
+  "  1  the command ran and failed (database error, schema incomplete, file not written,",
+  "     unknown consumer)",
   "  2  usage error: unknown command or flag, missing or invalid value, bad config file",
 ].join("\n");
 

@@ -6,6 +6,10 @@
  *
  *   sluice migrate [--verify] [options]
  *   sluice generate --out DIR [options]
+ *   sluice status [--json] [--watch] [options]
+ *   sluice rewind <consumer> --to POSITION | --to-start [options]
+ *   sluice pause <consumer> / sluice resume <consumer> [options]
+ *   sluice gaps [--consumer NAME] [--limit N] [--json] [options]
  *   sluice <command> --help
  *
  * Exit codes: 0 success, 1 failure, 2 usage error.
@@ -13,7 +17,7 @@
  * @module
  */
 import { readFileSync } from "node:fs";
-import { commandHelp, EXIT, EXIT_CODES_HELP, HELP_OPTION, type Io, parseFlags, UsageError } from "./args.ts";
+import { commandHelp, EXIT, EXIT_CODES_HELP, HELP_OPTION, type Io, parseCommandLine, UsageError } from "./args.ts";
 import { COMMANDS, findCommand } from "./commands/mod.ts";
 
 /** `sluice --help`. */
@@ -72,8 +76,8 @@ export async function main(argv: readonly string[], io: Io): Promise<number> {
     return EXIT.ok;
   }
   try {
-    const values = parseFlags(rest, { ...cmd.options, ...HELP_OPTION });
-    return await cmd.run(values, io);
+    const { values, positionals } = parseCommandLine(rest, { ...cmd.options, ...HELP_OPTION }, cmd.arguments ?? []);
+    return await cmd.run(values, io, positionals);
   } catch (e) {
     return report(cmd.name, e, io);
   }

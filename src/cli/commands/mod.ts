@@ -7,11 +7,23 @@
  * @module
  */
 import type { Command } from "../args.ts";
+import { gapsCommand } from "./gaps.ts";
 import { generateCommand } from "./generate.ts";
 import { migrateCommand } from "./migrate.ts";
+import { pauseCommand, resumeCommand } from "./pause.ts";
+import { rewindCommand } from "./rewind.ts";
+import { statusCommand } from "./status.ts";
 
 /** Every sub-command, in help order. */
-export const COMMANDS: readonly Command[] = [migrateCommand, generateCommand];
+export const COMMANDS: readonly Command[] = [
+  migrateCommand,
+  generateCommand,
+  statusCommand,
+  rewindCommand,
+  pauseCommand,
+  resumeCommand,
+  gapsCommand,
+];
 
 /** The command called `name`, if any. */
 export function findCommand(name: string): Command | undefined {

@@ -6,10 +6,10 @@
  *
  * @module
  */
+import { deploymentKeys } from "./coordination/keys.ts";
 import { type Executor, inTransaction, isTransaction } from "./db/executor.ts";
-import { namespaceOf, resolveTableNames, type ResolvedTableNames, type TableNamesInput } from "./db/names.ts";
+import { resolveTableNames, type ResolvedTableNames, type TableNamesInput } from "./db/names.ts";
 import { isSluiceError, SluiceError, sqlStateOf, wrapDbError } from "./errors.ts";
-import { lockKey } from "./internal/lock-key.ts";
 import {
   gapSkips,
   type GapSkipRow,
@@ -124,7 +124,7 @@ function notFound(consumer: string): SluiceError {
  * `Coordinator.assignChannel` (src/coordination/coordinator.ts).
  */
 function assignChannel(tables: ResolvedTableNames): string {
-  return `sluice_assign_${(lockKey(namespaceOf(tables)) & 0xffffffffn).toString(16)}`;
+  return deploymentKeys(tables).assignChannel;
 }
 
 /** Tells every worker to run its coordination tick now (best effort: they tick every second anyway). */

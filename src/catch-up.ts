@@ -305,7 +305,7 @@ async function runOne(ctx: Ctx, def: v.InferOutput<typeof ConsumerSchema>, head:
     const sentAt = clock.now();
     let pr;
     try {
-      pr = await probe(sql, t, checkpoint, ctx.batchSize, scope);
+      pr = await probe(sql, t, checkpoint, ctx.batchSize, scope, name);
     } catch (e) {
       throw wrapDbError(`probe "${name}"`, e);
     }

@@ -9,7 +9,6 @@ import { type Clock, type ConsumerDefinition, parseWorkerConfig, type ResolvedCo
 import { Coordinator } from "./coordination/coordinator.ts";
 import { reportConsumerState } from "./coordination/statements.ts";
 import type { Sql } from "./db/executor.ts";
-import { namespaceOf } from "./db/names.ts";
 import { ConfigError, SluiceError } from "./errors.ts";
 import { defaultLogger, errorFields, type Logger } from "./logger.ts";
 import { type Batch, type OpenBatch, openBatch } from "./consumption/batch.ts";
@@ -101,7 +100,6 @@ export class Worker implements AsyncDisposable {
       log: this.#log,
       clock: this.#clock,
       workerId: this.id,
-      namespace: namespaceOf(this.config.tables),
       on: {
         assignments: (mine) => this.#sync(mine),
         head: (s) => this.#onHead(s),

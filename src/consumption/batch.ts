@@ -89,15 +89,16 @@ export function drizzleTx(tx: Tx): BatchDb {
 }
 
 /**
- * Wraps a transaction so that no query is sent once its connection is gone.
- * postgres.js rejects the transaction when its connection closes, but a
- * query issued on it afterwards is written to a null socket from a
- * setImmediate, which throws outside any promise and kills the process.
+ * Wraps a transaction so that no query is sent through it once the batch has
+ * ended. After the transaction ends postgres.js would run such a query on the
+ * pooled connection outside any transaction (an autocommitted effect of a
+ * rolled-back batch: exactly-once broken); and after its connection closed it
+ * writes to a null socket from a setImmediate, which kills the process.
  */
-function guardTx(tx: Tx, isDead: () => boolean, consumer: string): Tx {
+function guardTx(tx: Tx, isClosed: () => boolean, consumer: string): Tx {
   const check = (): void => {
-    if (isDead()) {
-      throw new SluiceError("BATCH_CLOSED", `The connection of ${consumer}'s batch was closed; its transaction is gone`);
+    if (isClosed()) {
+      throw new SluiceError("BATCH_CLOSED", `The batch of ${consumer} has ended (committed, rolled back or lost its connection); its transaction is gone`);
     }
   };
   return new Proxy(tx, {
@@ -134,7 +135,7 @@ export class OpenBatch implements Batch {
     this.events = rb.events;
     this.from = rb.from;
     this.to = rb.to;
-    this.tx = guardTx(tx, isDead, rb.consumer) as postgres.TransactionSql;
+    this.tx = guardTx(tx, () => this.#settled || isDead(), rb.consumer) as postgres.TransactionSql;
   }
 
   get db(): BatchDb {

@@ -20,6 +20,7 @@ import {
   advance,
   fetchEvents,
   findLate,
+  foreignXids,
   type GapSkipRecord,
   loadCheckpoint,
   probe,
@@ -69,6 +70,9 @@ const MIN_BLOCKED_DELAY_MS = 20;
 const LATE_CHECK_EVERY_MS = 1_000;
 const MAX_SKIPPED_LISTED = 1_000;
 const TRANSIENT = new Set(["40001", "40P01"]);
+
+/** The stored checkpoint differs from ours. */
+class CheckpointMoved extends Error {}
 
 interface Prefetched {
   readonly from: bigint;
@@ -165,6 +169,10 @@ export class ConsumerRunner {
         prefetched = undefined;
         const { pr, sentAt, receivedAt } = use ?? (await this.#probe(this.#checkpoint));
         full = pr.positions.length === c.batchSize;
+        if (pr.stored !== undefined && pr.stored !== this.#checkpoint && !use) {
+          // Moved elsewhere (an operator's rewind): handled as a conflict below.
+          throw new CheckpointMoved();
+        }
         if (this.#watch.length > 0) await this.#checkLate(receivedAt);
         if (pr.positions.length === 0) {
           this.#gaps.reset();
@@ -174,9 +182,18 @@ export class ConsumerRunner {
           delay = poll;
           continue;
         }
-        const snap = parseSnapshot(pr.snapshot!);
+        let snap = parseSnapshot(pr.snapshot!);
         horizon.record({ sentAt, receivedAt, position: pr.positions.at(-1)!, xmax: snap.xmax });
-        const d = this.#gaps.decide(receivedAt, this.#checkpoint, pr.positions, snap, horizon);
+        let d = this.#gaps.decide(receivedAt, this.#checkpoint, pr.positions, snap, horizon);
+        if (d.blockedAt !== undefined && snap.xip.length > 0) {
+          // Snapshots list every database's transactions; those of other
+          // databases cannot fill our holes.
+          const foreign = await foreignXids(sql);
+          if (snap.xip.some((x) => foreign.has(x))) {
+            snap = { ...snap, xip: snap.xip.filter((x) => !foreign.has(x)) };
+            d = this.#gaps.decide(receivedAt, this.#checkpoint, pr.positions, snap, horizon);
+          }
+        }
         if (d.target <= this.#checkpoint) {
           this.#setBlocked(d.blockedAt, d.blockedSince);
           this.#state = "blocked";
@@ -204,7 +221,7 @@ export class ConsumerRunner {
         }
         if (outcome.kind === "committed") this.#afterCommit(d.target, d.passed, outcome.skipIds, receivedAt);
       } catch (e) {
-        outcome = { kind: "failed", error: e };
+        outcome = e instanceof CheckpointMoved ? { kind: "conflict" } : { kind: "failed", error: e };
       }
       switch (outcome.kind) {
         case "committed":
@@ -268,7 +285,7 @@ export class ConsumerRunner {
   async #probe(from: bigint): Promise<Prefetched> {
     const { config: c, sql, clock } = this.#ctx;
     const sentAt = clock.now();
-    const pr = await probe(sql, c.tables, from, c.batchSize, this.#scope);
+    const pr = await probe(sql, c.tables, from, c.batchSize, this.#scope, this.name);
     return { from, pr, sentAt, receivedAt: clock.now() };
   }
 

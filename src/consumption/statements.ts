@@ -60,6 +60,8 @@ export interface Probe {
   readonly events: PersistedEvent[];
   /** The statement's snapshot, as text (undefined when nothing was visible). */
   readonly snapshot: string | undefined;
+  /** The checkpoint stored for the consumer (undefined when it has no row). */
+  readonly stored: bigint | undefined;
 }
 
 /**
@@ -67,26 +69,40 @@ export interface Probe {
  * events, plus full rows only for relevant events before the first hole, in
  * one statement. While blocked on a hole this reads positions only.
  */
-export async function probe(ex: Executor, t: T, checkpoint: bigint, limit: number, scope: Scope): Promise<Probe> {
+export async function probe(ex: Executor, t: T, checkpoint: bigint, limit: number, scope: Scope, consumer: string): Promise<Probe> {
   // One range scan; payloads are sent only for rows the consumer can take now
   // (relevant, before the first hole), so a blocked consumer reads positions.
+  // The stored checkpoint comes back even when nothing follows it, so an
+  // operator's rewind of an idle consumer is seen at once.
   const rows = await ex.unsafe(
-    `select w.global_position::text as p, w.take, (select pg_current_snapshot()::text) as snap,
+    `/* sluice:probe */ select h.stored, h.snap, w.global_position::text as p, w.take,
        w.transaction_id::text as transaction_id, w.aggregate_type, w.aggregate_id, w.aggregate_version::text as aggregate_version,
        w.event_id::text as event_id, w.event_type, w.event_version, w.bounded_context, w.trace_id, w.correlation_id, w.causation_id,
        (extract(epoch from w.created_at) * 1000)::float8 as created_ms,
        case when w.take then w.payload::text end as payload, case when w.take then w.metadata::text end as metadata
-     from (select e.*, (e.global_position = $1::bigint + row_number() over (order by e.global_position)) and ${relevant("e")} as take
-           from (select * from ${t.events.sql} where global_position > $1::bigint order by global_position limit $2) e) w
+     from (select (select last_position::text from ${t.consumerCheckpoints.sql} where consumer_name = $5) as stored,
+                  pg_current_snapshot()::text as snap) h
+     left join lateral (
+       select e.*, (e.global_position = $1::bigint + row_number() over (order by e.global_position)) and ${relevant("e")} as take
+       from (select * from ${t.events.sql} where global_position > $1::bigint order by global_position limit $2) e) w on true
      order by w.global_position`,
-    [checkpoint.toString(), limit, JSON.stringify(scope.aggregateTypes), JSON.stringify(scope.boundedContexts)], prep(ex));
+    [checkpoint.toString(), limit, JSON.stringify(scope.aggregateTypes), JSON.stringify(scope.boundedContexts), consumer],
+    prep(ex),
+  );
   const positions: bigint[] = [];
   const events: PersistedEvent[] = [];
   for (const r of rows) {
+    if (r.p == null) continue;
     positions.push(BigInt(r.p as string));
     if (r.take) events.push(toEvent({ ...r, global_position: r.p }));
   }
-  return { positions, events, snapshot: rows[0]?.snap as string | undefined };
+  const stored = rows[0]?.stored as string | null | undefined;
+  return {
+    positions,
+    events,
+    snapshot: positions.length > 0 ? (rows[0]!.snap as string) : undefined,
+    stored: stored == null ? undefined : BigInt(stored),
+  };
 }
 
 /** Relevant events in `(after, upTo]`, ascending (used after a hole was passed). */
@@ -123,10 +139,12 @@ export async function fence(ex: Executor, t: T, consumer: string, statementTimeo
   const [r] = await ex.unsafe(
     `select a.worker_id::text as owner, a.paused, c.last_position::text as cp,
             set_config('statement_timeout', $2, true) as st,
-            set_config('idle_in_transaction_session_timeout', $2, true) as it
+            set_config('idle_in_transaction_session_timeout', $3, true) as it
      from ${t.consumerAssignments.sql} a join ${t.consumerCheckpoints.sql} c on c.consumer_name = a.consumer_name
      where a.consumer_name = $1 for update of a, c`,
-    [consumer, String(statementTimeoutMs)], prep(ex));
+    // The server's idle limit is a little longer than ours, so our own timeout
+    // normally wins and keeps the connection; the server's catches a frozen process.
+    [consumer, String(statementTimeoutMs), String(statementTimeoutMs + 1_000)], prep(ex));
   if (!r) return undefined;
   return { owner: (r.owner as string | null) ?? null, paused: r.paused as boolean, checkpoint: BigInt(r.cp as string) };
 }
@@ -210,4 +228,20 @@ export async function checkpointsOf(ex: Executor, t: T, consumers: readonly stri
     checkpoints: new Map(rows.filter((r) => !r.paused).map((r) => [r.name as string, BigInt(r.p as string)])),
     paused: new Set(rows.filter((r) => r.paused).map((r) => r.name as string)),
   };
+}
+
+/**
+ * Ids of transactions running in other databases of the server (they cannot
+ * write our events, yet appear in every snapshot). Sessions whose details the
+ * role may not see show no xid and are left in: conservative.
+ */
+export async function foreignXids(ex: Executor): Promise<Set<bigint>> {
+  const rows = await ex.unsafe(
+    `select backend_xid::text as x from pg_stat_activity where datname is distinct from current_database() and backend_xid is not null
+     union all
+     select transaction::text from pg_prepared_xacts where database <> current_database()`,
+    [],
+    prep(ex),
+  );
+  return new Set(rows.map((r) => BigInt(r.x as string)));
 }

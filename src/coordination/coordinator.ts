@@ -17,7 +17,7 @@
 import type { Clock, ResolvedConfig } from "../config.ts";
 import type { Sql } from "../db/executor.ts";
 import { SluiceError, sqlStateOf } from "../errors.ts";
-import { lockKey } from "../internal/lock-key.ts";
+import { deploymentKeys } from "./keys.ts";
 import { errorFields, type Logger } from "../logger.ts";
 import { assignmentChanges, computeAssignments } from "./assignment.ts";
 import { openSession } from "./session.ts";
@@ -76,7 +76,7 @@ export class Coordinator {
   #loop: Promise<void> | undefined;
 
   constructor(
-    p: { config: ResolvedConfig; sql: Sql; log: Logger; clock: Clock; workerId: string; namespace: string; on: CoordinatorEvents },
+    p: { config: ResolvedConfig; sql: Sql; log: Logger; clock: Clock; workerId: string; on: CoordinatorEvents },
   ) {
     this.#config = p.config;
     this.#sql = p.sql;
@@ -84,9 +84,10 @@ export class Coordinator {
     this.#clock = p.clock;
     this.#on = p.on;
     this.workerId = p.workerId;
-    this.livenessKey = lockKey(`${p.namespace}:worker:${p.workerId}`);
-    this.leaderKey = lockKey(`${p.namespace}:leader`);
-    this.assignChannel = `sluice_assign_${(lockKey(p.namespace) & 0xffffffffn).toString(16)}`;
+    const keys = deploymentKeys(p.config.tables);
+    this.livenessKey = keys.livenessKey(p.workerId);
+    this.leaderKey = keys.leaderKey;
+    this.assignChannel = keys.assignChannel;
   }
 
   /** True while this worker holds leadership. */

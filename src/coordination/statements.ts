@@ -258,7 +258,7 @@ export async function clusterStatus(
            'consumers', w.consumers, 'info', w.info) order by w.created_at, w.worker_id)
          from ${t.workerNodes.sql} w), '[]'::json) as workers,
        coalesce((select json_agg(json_build_object('name', a.consumer_name, 'owner', a.worker_id, 'paused', a.paused,
-           'state', a.state, 'lastError', a.last_error, 'checkpoint', coalesce(c.last_position, 0)::text) order by a.consumer_name)
+           'state', case when a.worker_id is null then null else a.state end, 'lastError', a.last_error, 'checkpoint', coalesce(c.last_position, 0)::text) order by a.consumer_name)
          from ${t.consumerAssignments.sql} a left join ${t.consumerCheckpoints.sql} c on c.consumer_name = a.consumer_name), '[]'::json) as consumers,
        coalesce((select json_agg(json_build_object('reason', reason, 'count', n, 'last', last) order by reason)
          from (select reason, count(*)::int as n, max(created_at)::text as last from ${t.consumerGapSkips.sql} group by reason) g),

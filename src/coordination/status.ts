@@ -5,9 +5,9 @@
  * @module
  */
 import type { Executor } from "../db/executor.ts";
-import { namespaceOf, resolveTableNames, type TableNamesInput } from "../db/names.ts";
+import { resolveTableNames, type TableNamesInput } from "../db/names.ts";
 import { wrapDbError } from "../errors.ts";
-import { lockKey } from "../internal/lock-key.ts";
+import { deploymentKeys } from "./keys.ts";
 import { clusterStatus } from "./statements.ts";
 
 /** A registered worker. */
@@ -60,7 +60,7 @@ export async function readStatus(
   const tables = resolveTableNames(options.tables);
   try {
     const r = await clusterStatus(sql, tables, {
-      leaderKey: lockKey(`${namespaceOf(tables)}:leader`),
+      leaderKey: deploymentKeys(tables).leaderKey,
       heartbeatTimeoutMs: options.heartbeatTimeoutMs ?? 30_000,
     });
     return {

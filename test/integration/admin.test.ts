@@ -81,9 +81,8 @@ describe("admin: rewind, pause, resume, gaps and their commands", () => {
     assert.equal(r.to, first[1]);
     assert.equal(r.direction, "back");
     assert.equal(r.owner, w.id);
-    // Idle now: its in-memory checkpoint is stale, and it must not write it back.
-    await holds("nobody overwrites the rewound checkpoint", async () => (await checkpoint(db.sql, "rw")) === first[1], 400);
-    // The next batch attempt sees the new checkpoint and continues from it.
+    // The owner sees the rewound checkpoint at its next probe and re-delivers from it.
+    await waitFor("rw re-processed up to the head", async () => (await checkpoint(db.sql, "rw")) === second.at(-1));
     const third = await append(db.sql, 1);
     await waitFor("rw at the new head", async () => (await checkpoint(db.sql, "rw")) === third.at(-1));
     assert.deepEqual(await seen("rw"), [...first, ...second, ...first.slice(2), ...second, ...third]);

@@ -20,7 +20,7 @@ const CHANNEL = "sluice_wakeup_test";
 const slowTicks = { heartbeatIntervalMs: 1_000, heartbeatTimeoutMs: 5_000, rebalanceIntervalMs: 1_000 } as const;
 const notifyMode = { dispatcher: "notify", notifyChannel: CHANNEL, dispatcherIntervalMs: 600_000, ...slowTicks } as const;
 /** Marks the consumer's probe statement (src/consumption/statements.ts). */
-const PROBE = "pg_current_snapshot()::text) as snap";
+const PROBE = "/* sluice:probe */";
 
 let db: TestDatabase;
 const running: { worker: Worker; done: Promise<void> }[] = [];

@@ -41,7 +41,8 @@ interface ChildConfig {
    * inserts (or until its signal aborts), after printing {"slowBatch":...};
    * then, unless aborted, it runs one more query through batch.tx. Only the
    * first batch reaching a given position is slow (its retry is not).
-   * `lateWrite`: ignore the abort, wait the whole delay, then insert the row
+   * `lateWrite`: query through batch.tx every 50 ms until the batch is
+   * aborted, wait out the delay anyway, then insert the row
    * (`<consumer>:late`, position, label) through batch.tx and print
    * {"lateWrite":"ok"|error}: a handler that does not watch batch.signal.
    */
@@ -154,15 +155,23 @@ if (!exiting) {
       if (slow && !slowed.has(key) && batch.events.some((e) => e.aggregateType === slow.aggregateType)) {
         slowed.add(key);
         emit({ slowBatch: { consumer: batch.consumer, from: batch.from.toString(), to: batch.to.toString() } });
-        await new Promise<void>((resolve) => {
-          const timer = setTimeout(resolve, slow.delayMs);
-          if (!slow.lateWrite) {
+        if (!slow.lateWrite) {
+          await new Promise<void>((resolve) => {
+            const timer = setTimeout(resolve, slow.delayMs);
             batch.signal.addEventListener("abort", () => {
               clearTimeout(timer);
               resolve();
             }, { once: true });
+          });
+        } else {
+          // Busy (a query every 50 ms, so the server never sees the transaction
+          // idle) until the worker rolls the batch back, then unaware of it.
+          const until = Date.now() + slow.delayMs;
+          while (Date.now() < until) {
+            if (!batch.signal.aborted) await batch.tx`select 1`;
+            await new Promise((r) => setTimeout(r, 50));
           }
-        });
+        }
         if (slow.lateWrite) {
           try {
             await batch.tx`insert into public.handled (consumer, position, handled_by)

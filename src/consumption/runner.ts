@@ -198,7 +198,9 @@ export class ConsumerRunner {
           this.#setBlocked(d.blockedAt, d.blockedSince);
           this.#state = "blocked";
           poll = c.pollIntervalMs;
-          delay = Math.max(c.batchPauseMs, MIN_BLOCKED_DELAY_MS);
+          // Re-probe when the hole is old enough to be proven, or after the pause.
+          const provable = d.blockedSince === undefined ? Infinity : d.blockedSince + c.provenGapMinAgeMs + 5 - receivedAt;
+          delay = Math.max(MIN_BLOCKED_DELAY_MS, provable > 0 ? Math.min(c.batchPauseMs, provable) : c.batchPauseMs);
           continue;
         }
         this.#setBlocked(d.blockedAt, d.blockedSince);

@@ -75,7 +75,7 @@ export async function probe(ex: Executor, t: T, checkpoint: bigint, limit: numbe
   // The stored checkpoint comes back even when nothing follows it, so an
   // operator's rewind of an idle consumer is seen at once.
   const rows = await ex.unsafe(
-    `/* sluice:probe */ select h.stored, h.snap, w.global_position::text as p, w.take,
+    `/* sluice:probe */ select h.stored, h.snap, w.global_position::text as global_position, w.take,
        w.transaction_id::text as transaction_id, w.aggregate_type, w.aggregate_id, w.aggregate_version::text as aggregate_version,
        w.event_id::text as event_id, w.event_type, w.event_version, w.bounded_context, w.trace_id, w.correlation_id, w.causation_id,
        (extract(epoch from w.created_at) * 1000)::float8 as created_ms,
@@ -84,17 +84,21 @@ export async function probe(ex: Executor, t: T, checkpoint: bigint, limit: numbe
                   pg_current_snapshot()::text as snap) h
      left join lateral (
        select e.*, (e.global_position = $1::bigint + row_number() over (order by e.global_position)) and ${relevant("e")} as take
-       from (select * from ${t.events.sql} where global_position > $1::bigint order by global_position limit $2) e) w on true
-     order by w.global_position`,
+       from (select * from ${t.events.sql} where global_position > $1::bigint order by global_position limit $2) e) w on true`,
     [checkpoint.toString(), limit, JSON.stringify(scope.aggregateTypes), JSON.stringify(scope.boundedContexts), consumer],
     prep(ex),
   );
+  // Rows arrive in position order (index range scan, window in that order);
+  // checked, not trusted: sorted here if a plan ever changes that.
+  const list = rows.filter((r) => r.global_position != null).map((r) => ({ r, p: BigInt(r.global_position as string) }));
+  let sorted = true;
+  for (let i = 1; i < list.length && sorted; i++) sorted = list[i - 1]!.p < list[i]!.p;
+  if (!sorted) list.sort((a, b) => (a.p < b.p ? -1 : 1));
   const positions: bigint[] = [];
   const events: PersistedEvent[] = [];
-  for (const r of rows) {
-    if (r.p == null) continue;
-    positions.push(BigInt(r.p as string));
-    if (r.take) events.push(toEvent({ ...r, global_position: r.p }));
+  for (const { r, p } of list) {
+    positions.push(p);
+    if (r.take) events.push(toEvent(r));
   }
   const stored = rows[0]?.stored as string | null | undefined;
   return {

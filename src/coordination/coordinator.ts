@@ -32,6 +32,8 @@ import {
   registerWorker,
   tick,
   tryAdvisoryLock,
+  type AssignmentRow,
+  type WorkerRow,
 } from "./statements.ts";
 
 /** What the coordinator tells the worker. */
@@ -198,6 +200,7 @@ export class Coordinator {
         tryLead: !this.#leader && this.#healthy,
         leaderKey: this.leaderKey,
         heartbeatTimeoutMs: this.#config.heartbeatTimeoutMs,
+        withView: this.#leader && this.#healthy,
       });
     } catch (e) {
       this.#log.warn("Coordination tick failed; not starting batches until the session is back", errorFields(e));
@@ -240,13 +243,15 @@ export class Coordinator {
     this.#on.head({ head: r.head, xmax: r.xmax, sentAt, receivedAt });
     if (this.#healthy) this.#on.assignments(r.mine);
     else this.#on.assignments([]);
-    if (this.#leader && this.#healthy) await this.#rebalance();
+    if (this.#leader && this.#healthy) await this.#rebalance(r.view);
   }
 
-  async #rebalance(): Promise<void> {
+  async #rebalance(fromTick: { workers: WorkerRow[]; assignments: AssignmentRow[] } | undefined): Promise<void> {
     const t = this.#config.tables;
     try {
-      const view = await leaderView(this.#session!, t, { workerId: this.workerId, heartbeatTimeoutMs: this.#config.heartbeatTimeoutMs });
+      // Read separately only in the tick that won leadership.
+      const view = fromTick ??
+        await leaderView(this.#session!, t, { workerId: this.workerId, heartbeatTimeoutMs: this.#config.heartbeatTimeoutMs });
       const live = view.workers.filter((w) => w.alive);
       const current = new Map(view.assignments.map((a) => [a.consumer, a.workerId] as const));
       const desired = computeAssignments(view.assignments.filter((a) => !a.paused).map((a) => a.consumer), live, current);

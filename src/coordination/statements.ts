@@ -84,6 +84,8 @@ export interface TickResult {
   readonly xmax: bigint;
   /** Consumers assigned to this worker, not paused. */
   readonly mine: readonly string[];
+  /** The leader's view, when asked for. */
+  readonly view: { workers: WorkerRow[]; assignments: AssignmentRow[] } | undefined;
 }
 
 /**
@@ -94,8 +96,11 @@ export interface TickResult {
 export async function tick(
   ex: Executor,
   t: T,
-  p: { workerId: string; beat: boolean; tryLead: boolean; leaderKey: bigint; heartbeatTimeoutMs: number },
+  p: { workerId: string; beat: boolean; tryLead: boolean; leaderKey: bigint; heartbeatTimeoutMs: number; withView: boolean },
 ): Promise<TickResult> {
+  // The leader's view rides along when this worker already leads: one
+  // statement per tick, leader or not.
+  const view = p.withView ? `, ${viewColumns(t, "$1::uuid", "$5")}` : "";
   // A follower that cannot take the leader lock ends the holder's session
   // when the holder's heartbeat is older than the timeout: a frozen leader
   // (SIGSTOP, a paused VM) keeps its session and its lock alive, and would
@@ -117,7 +122,7 @@ export async function tick(
        coalesce((select max(global_position) from ${t.events.sql}), 0)::text as head,
        pg_snapshot_xmax(pg_current_snapshot())::text as xmax,
        coalesce((select json_agg(consumer_name order by consumer_name) from ${t.consumerAssignments.sql}
-                 where worker_id = $1 and not paused), '[]'::json) as mine`,
+                 where worker_id = $1 and not paused), '[]'::json) as mine${view}`,
     [p.workerId, p.beat, p.tryLead, p.leaderKey.toString(), p.heartbeatTimeoutMs],
     prep(ex),
   );
@@ -129,6 +134,7 @@ export async function tick(
     head: BigInt(r!.head as string),
     xmax: BigInt(r!.xmax as string),
     mine: parseJson<string[]>(r!.mine),
+    view: p.withView ? toView(r!) : undefined,
   };
 }
 
@@ -147,6 +153,20 @@ export interface AssignmentRow {
   readonly paused: boolean;
 }
 
+// The leader's view as two json columns; shared by leaderView and the tick.
+const viewColumns = (t: T, self: string, timeout: string) =>
+  `coalesce((select json_agg(json_build_object('workerId', w.worker_id, 'consumers', w.consumers, 'alive',
+         w.heartbeat_at >= now() - ${timeout} * interval '1 millisecond'
+         and (w.worker_id = ${self} or (w.liveness_key is not null and ${heldAdvisory("w.liveness_key")})))
+         order by w.worker_id) from ${t.workerNodes.sql} w), '[]'::json) as workers,
+       coalesce((select json_agg(json_build_object('consumer', consumer_name, 'workerId', worker_id, 'paused', paused)
+         order by consumer_name) from ${t.consumerAssignments.sql}), '[]'::json) as assignments`;
+
+/** The leader's view parsed from a row with the `viewColumns`. */
+function toView(r: Record<string, unknown>): { workers: WorkerRow[]; assignments: AssignmentRow[] } {
+  return { workers: parseJson<WorkerRow[]>(r.workers), assignments: parseJson<AssignmentRow[]>(r.assignments) };
+}
+
 /**
  * The leader's view: every worker with its liveness, and every assignment. A
  * worker is alive when its heartbeat is fresh and its liveness lock is held
@@ -157,16 +177,8 @@ export async function leaderView(
   t: T,
   p: { workerId: string; heartbeatTimeoutMs: number },
 ): Promise<{ workers: WorkerRow[]; assignments: AssignmentRow[] }> {
-  const [r] = await ex.unsafe(
-    `select
-       coalesce((select json_agg(json_build_object('workerId', w.worker_id, 'consumers', w.consumers, 'alive',
-         w.heartbeat_at >= now() - $2 * interval '1 millisecond'
-         and (w.worker_id = $1 or (w.liveness_key is not null and ${heldAdvisory("w.liveness_key")})))
-         order by w.worker_id) from ${t.workerNodes.sql} w), '[]'::json) as workers,
-       coalesce((select json_agg(json_build_object('consumer', consumer_name, 'workerId', worker_id, 'paused', paused)
-         order by consumer_name) from ${t.consumerAssignments.sql}), '[]'::json) as assignments`,
-    [p.workerId, p.heartbeatTimeoutMs], prep(ex));
-  return { workers: parseJson<WorkerRow[]>(r!.workers), assignments: parseJson<AssignmentRow[]>(r!.assignments) };
+  const [r] = await ex.unsafe(`select ${viewColumns(t, "$1::uuid", "$2")}`, [p.workerId, p.heartbeatTimeoutMs], prep(ex));
+  return toView(r!);
 }
 
 /**

@@ -24,6 +24,12 @@ const log = (m: string) => console.log(`[chaos ${new Date().toISOString().slice(
 const rand = (n: number) => Math.floor(Math.random() * n);
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+// Whatever happens, CI must not hang on the chaos suite.
+setTimeout(() => {
+  console.log("chaos: 0 passed, 1 failed (watchdog: the run did not finish in time)");
+  process.exit(1);
+}, (seconds + 240) * 1000).unref();
+
 const db = await createTestDatabase("chaos");
 const sql = db.client({ max: 8 });
 await sql`create table chaos_read (consumer text not null, event_id uuid not null, position bigint not null, worker text not null,
@@ -133,6 +139,7 @@ const appenders = [1, 2, 3, 4].map(appender);
 const started = Date.now();
 let restarted = false;
 const pending: Promise<void>[] = [];
+const restarts = new Set<ReturnType<typeof setTimeout>>();
 while (Date.now() - started < seconds * 1000) {
   await sleep(2_000 + rand(3_000));
   const action = rand(4);
@@ -153,7 +160,7 @@ while (Date.now() - started < seconds * 1000) {
     pending.push(measureFailover(v.workerId!, at));
     v.proc.kill("SIGKILL");
     v.workerId = undefined;
-    setTimeout(() => void startWorker(v.label), 500 + rand(2_500));
+    restarts.add(setTimeout(() => void startWorker(v.label), 500 + rand(2_500)));
   } else if (action === 2) {
     counts.listenKills += await terminate("application_name = 'sluice-session' and query ilike 'listen%'");
     log("terminated LISTEN connections");
@@ -163,6 +170,7 @@ while (Date.now() - started < seconds * 1000) {
   }
 }
 running = false;
+for (const t of restarts) clearTimeout(t); // no restart after the end
 await Promise.all(appenders);
 await Promise.all(pending);
 log("appends stopped; waiting for every consumer to reach the head");
@@ -172,8 +180,10 @@ while (!st.consumers.every((c) => c.checkpoint >= st.head) && Date.now() < deadl
   await sleep(200);
   st = await readStatus(sql);
 }
-for (const c of children.values()) c.proc.kill("SIGTERM");
-await Promise.all([...children.values()].map((c) => c.proc.exitCode !== null ? null : new Promise((r) => c.proc.once("exit", r))));
+// A child killed by a signal has exitCode null and signalCode set.
+const exited = (c: Child) => c.proc.exitCode !== null || c.proc.signalCode !== null;
+for (const c of children.values()) if (!exited(c)) c.proc.kill("SIGTERM");
+await Promise.all([...children.values()].map((c) => exited(c) ? null : new Promise((r) => c.proc.once("exit", r))));
 
 const scopes: Record<string, string> = { c_all: "true", c_a: "aggregate_type = 'A'", c_b: "aggregate_type = 'B'", c_ctx: "bounded_context = 'x'" };
 let missing = 0;

@@ -10,17 +10,8 @@ import { deploymentKeys } from "./coordination/keys.ts";
 import { type Executor, inTransaction, isTransaction } from "./db/executor.ts";
 import { resolveTableNames, type ResolvedTableNames, type TableNamesInput } from "./db/names.ts";
 import { isSluiceError, SluiceError, sqlStateOf, wrapDbError } from "./errors.ts";
-import {
-  gapSkips,
-  type GapSkipRow,
-  lockAssignment,
-  lockCheckpoint,
-  NIL_WORKER_ID,
-  notify,
-  recordGapSkips,
-  setCheckpoint,
-  setPaused,
-} from "./coordination/statements.ts";
+import { notify } from "./coordination/statements.ts";
+import { gapSkips, type GapSkipRow, lockAssignment, lockCheckpoint, NIL_WORKER_ID, recordGapSkips, setCheckpoint, setPaused } from "./coordination/admin-statements.ts";
 
 /**
  * Options shared by the admin functions.

@@ -17,14 +17,7 @@ import { GapTracker } from "./consumption/gaps.ts";
 import { toSkipRecords } from "./consumption/runner.ts";
 import { Horizon, parseSnapshot } from "./consumption/snapshot.ts";
 import { fence, fetchEvents, loadCheckpoint, probe, readHead, type Scope } from "./consumption/statements.ts";
-import {
-  clearOwner,
-  consumerOwners,
-  ensureConsumers,
-  NIL_WORKER_ID,
-  recordGapSkips,
-  setCheckpoint,
-} from "./coordination/statements.ts";
+import { clearOwner, consumerOwners, ensureConsumers, NIL_WORKER_ID, recordGapSkips, setCheckpoint } from "./coordination/admin-statements.ts";
 import type { PersistedEvent } from "./store/events.ts";
 import type postgres from "postgres";
 

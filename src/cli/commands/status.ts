@@ -10,7 +10,7 @@ import { listGapSkips } from "../../admin.ts";
 import type { Sql } from "../../db/executor.ts";
 import { resolveTableNames, type TableNamesInput } from "../../db/names.ts";
 import { readStatus } from "../../coordination/status.ts";
-import { countEventsAfter } from "../../coordination/statements.ts";
+import { countEventsAfter } from "../../coordination/admin-statements.ts";
 import { wrapDbError } from "../../errors.ts";
 import { sleep } from "../../internal/deferred.ts";
 import { type Command, EXIT, type Io, type ParsedValues } from "../args.ts";

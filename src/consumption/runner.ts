@@ -9,7 +9,7 @@ import type { Clock, ResolvedConfig } from "../config.ts";
 import type { Sql } from "../db/executor.ts";
 import { isConnectionError, sqlStateOf } from "../errors.ts";
 import { backoffDelay, nextPollInterval } from "../internal/backoff.ts";
-import { deferred } from "../internal/deferred.ts";
+import { deferred, sleep } from "../internal/deferred.ts";
 import { errorFields, type Logger } from "../logger.ts";
 import type { Wakeups } from "../wakeup/wakeups.ts";
 import type { Outcome, ReadyBatch } from "./batch.ts";
@@ -146,11 +146,18 @@ export class ConsumerRunner {
     this.#checkpoint = await this.#retrying(() => loadCheckpoint(sql, t, this.name));
     let poll = c.pollIntervalMs;
     let delay = 0;
+    // Waited before `delay`, deaf to wakeups: a failing consumer backs off,
+    // and a blocked one does not re-probe on every append.
+    let floor = 0;
     let gen = wakeups.generation;
     let transientRetries = 0;
     // The next window, probed while the user worked on the current batch.
     let prefetched: Prefetched | undefined;
     while (!signal.aborted) {
+      if (floor > 0) {
+        if (!(await sleep(floor, signal))) break;
+        floor = 0;
+      }
       if (delay > 0) {
         const w = await wakeups.wait(gen, delay, signal);
         if (w === "aborted") break;
@@ -200,7 +207,8 @@ export class ConsumerRunner {
           poll = c.pollIntervalMs;
           // Re-probe when the hole is old enough to be proven, or after the pause.
           const provable = d.blockedSince === undefined ? Infinity : d.blockedSince + c.provenGapMinAgeMs + 5 - receivedAt;
-          delay = Math.max(MIN_BLOCKED_DELAY_MS, provable > 0 ? Math.min(c.batchPauseMs, provable) : c.batchPauseMs);
+          floor = MIN_BLOCKED_DELAY_MS;
+          delay = Math.max(0, (provable > 0 ? Math.min(c.batchPauseMs, provable) : c.batchPauseMs) - floor);
           continue;
         }
         this.#setBlocked(d.blockedAt, d.blockedSince);
@@ -271,11 +279,15 @@ export class ConsumerRunner {
             return;
           }
           this.#state = "backing_off";
-          delay = Math.round(backoffDelay(this.#failures, { baseMs: c.retryBaseMs, maxMs: c.retryMaxMs }, clock.random));
+          floor = Math.round(backoffDelay(this.#failures, { baseMs: c.retryBaseMs, maxMs: c.retryMaxMs }, clock.random));
+          // While the database is away, retry at least every second: it is
+          // back quickly after a restart, and nothing wakes a backing-off consumer.
+          if (isConnectionError(e)) floor = Math.min(floor, 1_000);
+          delay = 0;
           log.warn("Batch of {consumer} failed ({failures} in a row); retrying in {delay} ms", {
             consumer: this.name,
             failures: this.#failures,
-            delay,
+            delay: floor,
             ...errorFields(e),
           });
           this.#ctx.report(this.name, "backing_off", this.#lastError);

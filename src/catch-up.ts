@@ -12,7 +12,7 @@ import { resolveTableNames, type ResolvedTableNames, type TableNamesInput } from
 import { isSluiceError, SluiceError, wrapDbError } from "./errors.ts";
 import { deferred, sleep } from "./internal/deferred.ts";
 import { defaultLogger, type Logger } from "./logger.ts";
-import { type Batch, type BatchDb, drizzleTx } from "./consumption/batch.ts";
+import { type Batch, type BatchDb, drizzleTx, guardTx } from "./consumption/batch.ts";
 import { GapTracker } from "./consumption/gaps.ts";
 import { toSkipRecords } from "./consumption/runner.ts";
 import { Horizon, parseSnapshot } from "./consumption/snapshot.ts";
@@ -126,13 +126,20 @@ class OneOffBatch implements Batch {
   readonly #failed = deferred<never>();
   #db: BatchDb | undefined;
   #ended: Promise<unknown> = Promise.resolve();
+  #closed = false;
 
   constructor(p: { consumer: string; events: readonly PersistedEvent[]; tx: Tx; from: bigint; to: bigint }) {
     this.consumer = p.consumer;
     this.events = p.events;
-    this.tx = p.tx as postgres.TransactionSql;
+    // Closed to the handler once the batch has ended (see guardTx).
+    this.tx = guardTx(p.tx, () => this.#closed, p.consumer) as postgres.TransactionSql;
     this.from = p.from;
     this.to = p.to;
+  }
+
+  /** @internal no query may go through `tx` any more. */
+  close(): void {
+    this.#closed = true;
   }
 
   get db(): BatchDb {
@@ -155,6 +162,7 @@ class OneOffBatch implements Batch {
 
   /** @internal */
   abort(reason: unknown): void {
+    this.#closed = true;
     if (!this.#abort.signal.aborted) this.#abort.abort(reason);
     this.#failed.reject(new Rollback(reason));
   }
@@ -375,6 +383,8 @@ async function commitBatch(
         await Promise.race([Promise.resolve().then(() => ctx.handler(b)), b.failed]);
       } catch (e) {
         throw e instanceof Rollback ? e : new Rollback(e);
+      } finally {
+        b.close(); // the handler is done: nothing of its may reach the transaction now
       }
       if (b.signal.aborted) throw new Rollback(b.signal.reason);
     }

@@ -95,7 +95,7 @@ export function drizzleTx(tx: Tx): BatchDb {
  * rolled-back batch: exactly-once broken); and after its connection closed it
  * writes to a null socket from a setImmediate, which kills the process.
  */
-function guardTx(tx: Tx, isClosed: () => boolean, consumer: string): Tx {
+export function guardTx(tx: Tx, isClosed: () => boolean, consumer: string): Tx {
   const check = (): void => {
     if (isClosed()) {
       throw new SluiceError("BATCH_CLOSED", `The batch of ${consumer} has ended (committed, rolled back or lost its connection); its transaction is gone`);

@@ -8,7 +8,7 @@
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { migrate } from "../../src/db/migrate.ts";
-import { createTestDatabase, holds, type TestDatabase, waitFor } from "../support/db.ts";
+import { holds, type TestDatabase, waitFor } from "../support/db.ts";
 import { append } from "../support/events.ts";
 import {
   allPositions,
@@ -22,6 +22,8 @@ import {
   leaderKey,
   lockHolder,
   waitCaughtUp,
+  closeCluster,
+  openCluster,
 } from "../support/cluster.ts";
 import { silent } from "../support/worker.ts";
 
@@ -29,15 +31,9 @@ describe("cluster: workers as child processes", () => {
   let db: TestDatabase;
   let cluster: Cluster;
   before(async () => {
-    db = await createTestDatabase("cluster");
-    await db.sql`create table handled (consumer text, position bigint, handled_by text, primary key (consumer, position))`;
-    cluster = new Cluster(db.url);
+    ({ db, cluster } = await openCluster("cluster"));
   });
-  after(async () => {
-    if (process.env.SLUICE_CHILD_DEBUG) console.log(cluster?.dump());
-    await cluster?.killAll();
-    await db?.drop();
-  });
+  after(() => closeCluster(db, cluster));
 
   const owners = (consumers: readonly string[], schema?: string) => assignments(db.sql, consumers, schema);
   const workerRows = async () => (await db.sql`select worker_id::text as id from sluice.worker_nodes order by 1`).map((r) => r.id as string);

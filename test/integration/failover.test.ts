@@ -7,7 +7,7 @@
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
-import { createTestDatabase, holds, type TestDatabase, waitFor } from "../support/db.ts";
+import { holds, type TestDatabase, waitFor } from "../support/db.ts";
 import { append } from "../support/events.ts";
 import {
   allPositions,
@@ -22,21 +22,17 @@ import {
   livenessKey,
   lockHolder,
   waitCaughtUp,
+  closeCluster,
+  openCluster,
 } from "../support/cluster.ts";
 
 describe("failover: workers as child processes", () => {
   let db: TestDatabase;
   let cluster: Cluster;
   before(async () => {
-    db = await createTestDatabase("failover");
-    await db.sql`create table handled (consumer text, position bigint, handled_by text, primary key (consumer, position))`;
-    cluster = new Cluster(db.url);
+    ({ db, cluster } = await openCluster("failover"));
   });
-  after(async () => {
-    if (process.env.SLUICE_CHILD_DEBUG) console.log(cluster?.dump());
-    await cluster?.killAll();
-    await db?.drop();
-  });
+  after(() => closeCluster(db, cluster));
 
   const owners = (consumers: readonly string[]) => assignments(db.sql, consumers);
   const ownerOf = async (consumer: string) => (await owners([consumer])).get(consumer) ?? null;

@@ -7,9 +7,9 @@ import { randomUUID } from "node:crypto";
 import { fileURLToPath } from "node:url";
 import type postgres from "postgres";
 import type { WorkerOptions } from "../../src/mod.ts";
-import { namespaceOf, resolveTableNames, type TableNamesInput } from "../../src/db/names.ts";
-import { lockKey } from "../../src/internal/lock-key.ts";
-import { waitFor } from "./db.ts";
+import { deploymentKeys } from "../../src/coordination/keys.ts";
+import { resolveTableNames, type TableNamesInput } from "../../src/db/names.ts";
+import { createTestDatabase, type TestDatabase, waitFor } from "./db.ts";
 import { tsCommand } from "./runtime.ts";
 
 const root = fileURLToPath(new URL("../..", import.meta.url));
@@ -281,12 +281,29 @@ export async function waitCaughtUp(
   return r.top;
 }
 
-/** Lock key helpers matching the coordinator's. */
+/** The coordinator's lock keys (src/coordination/keys.ts). */
 export function leaderKey(tables?: TableNamesInput): bigint {
-  return lockKey(`${namespaceOf(resolveTableNames(tables))}:leader`);
+  return deploymentKeys(resolveTableNames(tables)).leaderKey;
 }
 export function livenessKey(workerId: string, tables?: TableNamesInput): bigint {
-  return lockKey(`${namespaceOf(resolveTableNames(tables))}:worker:${workerId}`);
+  return deploymentKeys(resolveTableNames(tables)).livenessKey(workerId);
+}
+
+/**
+ * A fresh database with the `handled` table the child workers write to, and
+ * a cluster on it. Close both with {@link closeCluster}.
+ */
+export async function openCluster(label: string): Promise<{ db: TestDatabase; cluster: Cluster }> {
+  const db = await createTestDatabase(label);
+  await db.sql`create table handled (consumer text, position bigint, handled_by text, primary key (consumer, position))`;
+  return { db, cluster: new Cluster(db.url) };
+}
+
+/** Kills every child of the cluster and drops its database. */
+export async function closeCluster(db: TestDatabase | undefined, cluster: Cluster | undefined): Promise<void> {
+  if (process.env.SLUICE_CHILD_DEBUG) console.log(cluster?.dump());
+  await cluster?.killAll();
+  await db?.drop();
 }
 
 /** Backend pid holding advisory lock `key` (undefined when free). */

@@ -16,7 +16,7 @@ import { type Batch, type BatchDb, drizzleTx, guardTx } from "./consumption/batc
 import { GapTracker } from "./consumption/gaps.ts";
 import { toSkipRecords } from "./consumption/runner.ts";
 import { Horizon, parseSnapshot } from "./consumption/snapshot.ts";
-import { fence, fetchEvents, loadCheckpoint, probe, readHead, type Scope } from "./consumption/statements.ts";
+import { eventsUpTo, fence, loadCheckpoint, probe, readHead, type Scope } from "./consumption/statements.ts";
 import { clearOwner, consumerOwners, ensureConsumers, NIL_WORKER_ID, recordGapSkips, setCheckpoint } from "./coordination/admin-statements.ts";
 import type { PersistedEvent } from "./store/events.ts";
 import type postgres from "postgres";
@@ -306,7 +306,7 @@ async function runOne(ctx: Ctx, def: v.InferOutput<typeof ConsumerSchema>, head:
     const sentAt = clock.now();
     let pr;
     try {
-      pr = await probe(sql, t, checkpoint, ctx.batchSize, scope, name);
+      pr = await probe(sql, t, checkpoint, ctx.batchSize, scope, name, blockedSince === undefined ? "rows" : "positions");
     } catch (e) {
       throw wrapDbError(`probe "${name}"`, e);
     }
@@ -330,11 +330,9 @@ async function runOne(ctx: Ctx, def: v.InferOutput<typeof ConsumerSchema>, head:
       continue;
     }
     blockedSince = undefined;
-    const batchEvents = d.target <= d.contiguousEnd
-      ? pr.events.filter((e) => e.globalPosition <= d.target)
-      : await fetchEvents(sql, t, checkpoint, d.target, scope).catch((e) => {
-        throw wrapDbError(`read the events of "${name}"`, e);
-      });
+    const batchEvents = await eventsUpTo(sql, t, pr, checkpoint, d.target, scope).catch((e) => {
+      throw wrapDbError(`read the events of "${name}"`, e);
+    });
     const skips = toSkipRecords(d.passed, d.highestVisible ?? d.target);
     const outcome = await commitBatch(ctx, { consumer: name, from: checkpoint, to: d.target, events: batchEvents, skips });
     if (outcome === "conflict") {

@@ -10,9 +10,7 @@
  * - EXPLAIN ANALYZE of sluice's probe and of the raw read on a 1,000-row window;
  * - the read path alone, in this process: CPU per 1,000 events to read the
  *   whole log in windows of `batch` with the raw `select *`, with src's
- *   probe(), with the probe's SQL and no row mapping, and with the probe's
- *   SQL mapped by src's toEvent() without the object spread that probe()
- *   does per row (`{ ...r, global_position: r.p }`).
+ *   probe(), and with the probe's SQL and no row mapping.
  *
  *   node --import tsx bench/scenarios/profile.ts [--quick] [--runs 3] [--batch 1000] [--handler a] [--json out.json]
  */
@@ -108,7 +106,7 @@ try {
   }
 
   // The read path alone (no transactions), CPU of this process per 1,000 events.
-  const { probe, toEvent } = await import("../../src/consumption/statements.ts");
+  const { probe } = await import("../../src/consumption/statements.ts");
   const { resolveTableNames } = await import("../../src/db/names.ts");
   const { connect } = await import("../lib/db.ts");
   const { rawRead, rawRows } = await import("../lib/raw.ts");
@@ -124,25 +122,10 @@ try {
       rawRows(rows);
       return BigInt(rows.at(-1)!.global_position);
     }],
-    ["src `probe()` (probe SQL, then per row `toEvent({ ...r, global_position: r.p })`)", async (cp) => (await callProbe(probe, rsql, tables, cp, batch)).positions.at(-1)!],
+    ["src `probe()` (probe SQL, then `toEvent` per row)", async (cp) => (await callProbe(probe, rsql, tables, cp, batch)).positions.at(-1)!],
     ["probe SQL only (rows as postgres.js returns them, no mapping)", async (cp) => {
       const rows = await rsql.unsafe(PROBE_SQL, probeParams(cp) as never, { prepare: true });
-      return BigInt(rows.at(-1)!.p as string);
-    }],
-    ["probe SQL + `toEvent(r)` without the spread (`r.global_position = r.p`)", async (cp) => {
-      const rows = await rsql.unsafe(PROBE_SQL, probeParams(cp) as never, { prepare: true });
-      const out = [];
-      for (const r of rows) {
-        r.global_position = r.p;
-        out.push(toEvent(r));
-      }
-      return BigInt(rows.at(-1)!.p as string);
-    }],
-    ["probe SQL + the spread only (`{ ...r, global_position: r.p }`, no toEvent)", async (cp) => {
-      const rows = await rsql.unsafe(PROBE_SQL, probeParams(cp) as never, { prepare: true });
-      const out = [];
-      for (const r of rows) out.push({ ...r, global_position: r.p });
-      return BigInt(rows.at(-1)!.p as string);
+      return BigInt(rows.at(-1)!.global_position as string);
     }],
   ];
   try {

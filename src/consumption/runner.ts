@@ -18,13 +18,14 @@ import type { Scheduler } from "./scheduler.ts";
 import { type Horizon, parseSnapshot } from "./snapshot.ts";
 import {
   advance,
-  fetchEvents,
+  eventsUpTo,
   findLate,
   foreignXids,
   type GapSkipRecord,
   loadCheckpoint,
   probe,
   type Probe,
+  type ProbeMode,
   recordLate,
   type Scope,
 } from "./statements.ts";
@@ -174,7 +175,9 @@ export class ConsumerRunner {
       try {
         const use = prefetched?.from === this.#checkpoint ? prefetched : undefined;
         prefetched = undefined;
-        const { pr, sentAt, receivedAt } = use ?? (await this.#probe(this.#checkpoint));
+        // Still waiting on the hole that blocked the last probe: positions suffice.
+        const mode = this.#state === "blocked" ? "positions" : "rows";
+        const { pr, sentAt, receivedAt } = use ?? (await this.#probe(this.#checkpoint, mode));
         full = pr.positions.length === c.batchSize;
         if (pr.stored !== undefined && pr.stored !== this.#checkpoint && !use) {
           // Moved elsewhere (an operator's rewind): handled as a conflict below.
@@ -213,9 +216,7 @@ export class ConsumerRunner {
         }
         this.#setBlocked(d.blockedAt, d.blockedSince);
         this.#state = "running";
-        const events = d.target <= d.contiguousEnd
-          ? pr.events.filter((e) => e.globalPosition <= d.target)
-          : await fetchEvents(sql, t, this.#checkpoint, d.target, this.#scope);
+        const events = await eventsUpTo(sql, t, pr, this.#checkpoint, d.target, this.#scope);
         const skips = toSkipRecords(d.passed, d.highestVisible ?? d.target);
         if (events.length === 0) {
           // Nothing for this consumer in the range: advance without yielding.
@@ -296,10 +297,10 @@ export class ConsumerRunner {
     }
   }
 
-  async #probe(from: bigint): Promise<Prefetched> {
+  async #probe(from: bigint, mode: ProbeMode = "rows"): Promise<Prefetched> {
     const { config: c, sql, clock } = this.#ctx;
     const sentAt = clock.now();
-    const pr = await probe(sql, c.tables, from, c.batchSize, this.#scope, this.name);
+    const pr = await probe(sql, c.tables, from, c.batchSize, this.#scope, this.name, mode);
     return { from, pr, sentAt, receivedAt: clock.now() };
   }
 

@@ -24,31 +24,37 @@ const relevant = (alias: string) =>
   `((jsonb_array_length($3::text::jsonb) = 0 or ${alias}.aggregate_type in (select jsonb_array_elements_text($3::text::jsonb)))
     and (jsonb_array_length($4::text::jsonb) = 0 or ${alias}.bounded_context in (select jsonb_array_elements_text($4::text::jsonb))))`;
 
-const EVENT_COLUMNS = (e: string) =>
-  `${e}.global_position::text as global_position, ${e}.transaction_id::text as transaction_id,
-   ${e}.aggregate_type, ${e}.aggregate_id, ${e}.aggregate_version::text as aggregate_version,
-   ${e}.event_id::text as event_id, ${e}.event_type, ${e}.event_version, ${e}.payload::text as payload,
-   ${e}.metadata::text as metadata, ${e}.bounded_context, ${e}.trace_id, ${e}.correlation_id, ${e}.causation_id,
-   (extract(epoch from ${e}.created_at) * 1000)::float8 as created_ms`;
+/**
+ * An event's columns, in the order `toEvent` reads them. Rows travel as
+ * arrays (postgres.js `.values()`): no property stores per column. The
+ * payload and metadata columns may be replaced (see `payloadColumns`).
+ */
+const EVENT_COLUMNS = (e: string, payload = `${e}.payload::text, ${e}.metadata::text`) =>
+  `${e}.global_position::text, ${e}.transaction_id::text, ${e}.aggregate_type, ${e}.aggregate_id,
+   ${e}.aggregate_version::text, ${e}.event_id::text, ${e}.event_type, ${e}.event_version,
+   ${e}.bounded_context, ${e}.trace_id, ${e}.correlation_id, ${e}.causation_id,
+   date_part('epoch', ${e}.created_at) * 1000, ${payload}`;
+const EVENT_COLUMN_COUNT = 15;
 
-/** Maps a row selected with EVENT_COLUMNS. */
-export function toEvent(r: Record<string, unknown>): PersistedEvent {
+/** Maps an array row whose event columns (EVENT_COLUMNS) start at `at`; `position`: the first of them, already parsed. */
+export function toEvent(r: readonly unknown[], at: number, position?: bigint): PersistedEvent {
+  const metadata = r[at + 14] as string | null;
   return {
-    globalPosition: BigInt(r.global_position as string),
-    transactionId: r.transaction_id as string,
-    aggregateType: r.aggregate_type as string,
-    aggregateId: r.aggregate_id as string,
-    aggregateVersion: Number(r.aggregate_version),
-    eventId: r.event_id as string,
-    eventType: r.event_type as string,
-    eventVersion: Number(r.event_version),
-    payload: JSON.parse(r.payload as string),
-    metadata: r.metadata == null ? null : JSON.parse(r.metadata as string),
-    boundedContext: (r.bounded_context as string | null) ?? null,
-    traceId: (r.trace_id as string | null) ?? null,
-    correlationId: (r.correlation_id as string | null) ?? null,
-    causationId: (r.causation_id as string | null) ?? null,
-    createdAt: new Date(Number(r.created_ms)),
+    globalPosition: position ?? BigInt(r[at] as string),
+    transactionId: r[at + 1] as string,
+    aggregateType: r[at + 2] as string,
+    aggregateId: r[at + 3] as string,
+    aggregateVersion: Number(r[at + 4]),
+    eventId: r[at + 5] as string,
+    eventType: r[at + 6] as string,
+    eventVersion: Number(r[at + 7]),
+    boundedContext: (r[at + 8] as string | null) ?? null,
+    traceId: (r[at + 9] as string | null) ?? null,
+    correlationId: (r[at + 10] as string | null) ?? null,
+    causationId: (r[at + 11] as string | null) ?? null,
+    createdAt: new Date(Number(r[at + 12])),
+    payload: JSON.parse(r[at + 13] as string),
+    metadata: metadata == null ? null : JSON.parse(metadata),
   };
 }
 
@@ -56,57 +62,119 @@ export function toEvent(r: Record<string, unknown>): PersistedEvent {
 export interface Probe {
   /** Visible positions after the checkpoint, ascending (at most the batch size). */
   readonly positions: bigint[];
-  /** Full events for the relevant rows of the contiguous run right after the checkpoint. */
+  /**
+   * Relevant events among `positions`: every one of them when `complete`,
+   * none in a positions-only probe.
+   */
   readonly events: PersistedEvent[];
+  /** True when `events` holds every relevant visible event of the window. */
+  readonly complete: boolean;
   /** The statement's snapshot, as text (undefined when nothing was visible). */
   readonly snapshot: string | undefined;
   /** The checkpoint stored for the consumer (undefined when it has no row). */
   readonly stored: bigint | undefined;
 }
 
+/** What a probe reads: whole rows (the next batch) or positions only (waiting on a hole). */
+export type ProbeMode = "rows" | "positions";
+
+// Statement texts per deployment, scope shape and mode: the same text each
+// time, so postgres.js prepares each once per connection.
+const probeTexts = new WeakMap<T, Map<string, string>>();
+
+function probeText(t: T, scope: Scope, mode: ProbeMode): string {
+  const key = `${mode}:${scope.aggregateTypes.length > 0}:${scope.boundedContexts.length > 0}`;
+  let texts = probeTexts.get(t);
+  if (!texts) probeTexts.set(t, (texts = new Map()));
+  let text = texts.get(key);
+  if (text !== undefined) return text;
+  // Scope filters, each only when it lists something (an empty list takes
+  // every event and costs nothing per row).
+  const filters: string[] = [];
+  if (scope.aggregateTypes.length > 0) filters.push(`e.aggregate_type in (select jsonb_array_elements_text($4::text::jsonb))`);
+  if (scope.boundedContexts.length > 0) {
+    filters.push(`e.bounded_context in (select jsonb_array_elements_text($${filters.length + 4}::text::jsonb))`);
+  }
+  const rel = filters.length > 0 ? filters.join(" and ") : undefined;
+  // Row layout: stored, snap, [rel], then the event columns (or only the
+  // position). The first row is a header with the stored checkpoint and the
+  // snapshot, so they are sent once and come back when nothing follows the
+  // checkpoint; the rest is one index range scan in position order. One
+  // statement: the header and the rows share its snapshot.
+  const columns = mode === "positions"
+    ? `e.global_position::text`
+    : `${rel ? `${rel}, ` : ""}${EVENT_COLUMNS("e", rel ? `case when ${rel} then e.payload::text end, case when ${rel} then e.metadata::text end` : undefined)}`;
+  const width = mode === "positions" ? 1 : EVENT_COLUMN_COUNT + (rel ? 1 : 0);
+  text = `/* sluice:probe */ select (select last_position::text from ${t.consumerCheckpoints.sql} where consumer_name = $3),
+            pg_current_snapshot()::text${", null".repeat(width)}
+     union all
+     (select null, null, ${columns} from ${t.events.sql} e
+      where e.global_position > $1::bigint order by e.global_position limit $2)`;
+  texts.set(key, text);
+  return text;
+}
+
 /**
- * Probes the window after `checkpoint`: positions of up to `limit` visible
- * events, plus full rows only for relevant events before the first hole, in
- * one statement. While blocked on a hole this reads positions only.
+ * Probes the window after `checkpoint`, in one statement: the positions of up
+ * to `limit` visible events with their snapshot and the consumer's stored
+ * checkpoint, and, in `rows` mode, every relevant event of the window (the
+ * caller keeps those up to where it may advance). A consumer waiting on a
+ * hole probes in `positions` mode: an index-only read, no payloads.
  */
-export async function probe(ex: Executor, t: T, checkpoint: bigint, limit: number, scope: Scope, consumer: string): Promise<Probe> {
-  // One range scan; payloads are sent only for rows the consumer can take now
-  // (relevant, before the first hole), so a blocked consumer reads positions.
-  // The stored checkpoint comes back even when nothing follows it, so an
-  // operator's rewind of an idle consumer is seen at once.
-  const rows = await ex.unsafe(
-    `/* sluice:probe */ select h.stored, h.snap, w.global_position::text as global_position, w.take,
-       w.transaction_id::text as transaction_id, w.aggregate_type, w.aggregate_id, w.aggregate_version::text as aggregate_version,
-       w.event_id::text as event_id, w.event_type, w.event_version, w.bounded_context, w.trace_id, w.correlation_id, w.causation_id,
-       (extract(epoch from w.created_at) * 1000)::float8 as created_ms,
-       case when w.take then w.payload::text end as payload, case when w.take then w.metadata::text end as metadata
-     from (select (select last_position::text from ${t.consumerCheckpoints.sql} where consumer_name = $5) as stored,
-                  pg_current_snapshot()::text as snap) h
-     left join lateral (
-       select e.*, (e.global_position = $1::bigint + row_number() over (order by e.global_position)) and ${relevant("e")} as take
-       from (select * from ${t.events.sql} where global_position > $1::bigint order by global_position limit $2) e) w on true`,
-    [checkpoint.toString(), limit, JSON.stringify(scope.aggregateTypes), JSON.stringify(scope.boundedContexts), consumer],
-    prep(ex),
-  );
-  // Rows arrive in position order (index range scan, window in that order);
-  // checked, not trusted: sorted here if a plan ever changes that.
-  const list = rows.filter((r) => r.global_position != null).map((r) => ({ r, p: BigInt(r.global_position as string) }));
-  let sorted = true;
-  for (let i = 1; i < list.length && sorted; i++) sorted = list[i - 1]!.p < list[i]!.p;
-  if (!sorted) list.sort((a, b) => (a.p < b.p ? -1 : 1));
+export async function probe(
+  ex: Executor,
+  t: T,
+  checkpoint: bigint,
+  limit: number,
+  scope: Scope,
+  consumer: string,
+  mode: ProbeMode = "rows",
+): Promise<Probe> {
+  const params: unknown[] = [checkpoint.toString(), limit, consumer];
+  if (scope.aggregateTypes.length > 0) params.push(JSON.stringify(scope.aggregateTypes));
+  if (scope.boundedContexts.length > 0) params.push(JSON.stringify(scope.boundedContexts));
+  const scoped = params.length > 3;
+  const at = scoped ? 3 : 2; // the position's column
+  const rows = (await ex.unsafe(probeText(t, scope, mode), params as never[], prep(ex)).values()) as unknown[][];
   const positions: bigint[] = [];
   const events: PersistedEvent[] = [];
-  for (const { r, p } of list) {
+  let header: unknown[] | undefined;
+  // Rows arrive in position order (one index range scan after the header);
+  // checked, not trusted: sorted here if a plan ever changes that.
+  let sorted = true;
+  for (const r of rows) {
+    if (r[at] == null) {
+      header = r;
+      continue;
+    }
+    const p = BigInt(r[at] as string);
+    if (positions.length > 0 && positions[positions.length - 1]! >= p) sorted = false;
     positions.push(p);
-    if (r.take) events.push(toEvent(r));
+    // Out of scope (`rel` false or null): a position, no event.
+    if (mode === "rows" && (!scoped || r[2] === true)) events.push(toEvent(r, at, p));
   }
-  const stored = rows[0]?.stored as string | null | undefined;
+  if (!sorted) {
+    positions.sort((a, b) => (a < b ? -1 : 1));
+    events.sort((a, b) => (a.globalPosition < b.globalPosition ? -1 : 1));
+  }
+  const stored = header?.[0] as string | null | undefined;
   return {
     positions,
     events,
-    snapshot: positions.length > 0 ? (rows[0]!.snap as string) : undefined,
+    complete: mode === "rows",
+    snapshot: positions.length > 0 ? (header?.[1] as string) : undefined,
     stored: stored == null ? undefined : BigInt(stored),
   };
+}
+
+/**
+ * The relevant events in `(from, upTo]`: from the probe when it read them all,
+ * else from the table (after a positions-only probe). `upTo` is one of the
+ * probe's positions.
+ */
+export async function eventsUpTo(ex: Executor, t: T, pr: Probe, from: bigint, upTo: bigint, scope: Scope): Promise<PersistedEvent[]> {
+  if (pr.complete) return pr.events.filter((e) => e.globalPosition <= upTo);
+  return await fetchEvents(ex, t, from, upTo, scope);
 }
 
 /** Relevant events in `(after, upTo]`, ascending (used after a hole was passed). */
@@ -115,8 +183,8 @@ export async function fetchEvents(ex: Executor, t: T, after: bigint, upTo: bigin
     `select ${EVENT_COLUMNS("e")} from ${t.events.sql} e
      where e.global_position > $1::bigint and e.global_position <= $2::bigint and ${relevant("e")}
      order by e.global_position`,
-    [after.toString(), upTo.toString(), JSON.stringify(scope.aggregateTypes), JSON.stringify(scope.boundedContexts)], prep(ex));
-  return rows.map(toEvent);
+    [after.toString(), upTo.toString(), JSON.stringify(scope.aggregateTypes), JSON.stringify(scope.boundedContexts)], prep(ex)).values();
+  return (rows as unknown[][]).map((r) => toEvent(r, 0));
 }
 
 /** The committed checkpoint of a consumer (0 when it has no row). */
@@ -153,6 +221,14 @@ export async function fence(ex: Executor, t: T, consumer: string, statementTimeo
   return { owner: (r.owner as string | null) ?? null, paused: r.paused as boolean, checkpoint: BigInt(r.cp as string) };
 }
 
+/** Starts the message of the error a strict `advance` raises when its fence does not hold. */
+export const FENCE_LOST_MARK = "sluice: checkpoint fence lost";
+
+/** True for the error a strict `advance` raises when its fence does not hold. */
+export function isFenceLost(e: unknown): boolean {
+  return e instanceof Error && (e as { code?: unknown }).code === "22P02" && e.message.includes(FENCE_LOST_MARK);
+}
+
 /** One audit row to write with a checkpoint advance. */
 export interface GapSkipRecord {
   readonly gapPosition: bigint;
@@ -166,13 +242,15 @@ export interface GapSkipRecord {
  * Advances a checkpoint from `from` to `to` only if this worker owns the
  * consumer, it is not paused and the checkpoint still is `from`
  * (compare-and-set, GREATEST kept for parity with the seed); writes the gap
- * audit rows in the same statement. Returns false (and writes nothing) when
- * the fence does not hold.
+ * audit rows in the same statement. When the fence does not hold it writes
+ * nothing and returns false, or, with `mustAdvance`, fails with SQLSTATE
+ * 22P02 and a message starting with `FENCE_LOST_MARK`: the transaction is then
+ * aborted, so a COMMIT already sent behind it rolls everything back.
  */
 export async function advance(
   ex: Executor,
   t: T,
-  p: { consumer: string; workerId: string; from: bigint; to: bigint; skips: readonly GapSkipRecord[] },
+  p: { consumer: string; workerId: string; from: bigint; to: bigint; skips: readonly GapSkipRecord[]; mustAdvance?: boolean },
 ): Promise<{ advanced: boolean; skipIds: string[] }> {
   const skips = p.skips.map((s) => ({
     gap_position: s.gapPosition.toString(),
@@ -190,7 +268,10 @@ export async function advance(
                 select $1, $2, x.gap_position, $4::bigint, x.highest, x.positions, x.reason, to_timestamp(x.first_seen_ms / 1000.0)
                 from u, jsonb_to_recordset($5::text::jsonb) as x(gap_position bigint, highest bigint, positions bigint[], reason text, first_seen_ms float8)
                 returning id::text as id)
-     select (select count(*) from u)::int as advanced, coalesce((select json_agg(id) from s), '[]'::json)::text as ids`,
+     select (select count(*) from u)::int as advanced, coalesce((select json_agg(id) from s), '[]'::json)::text as ids${
+      // Plain SQL cannot raise: a failed cast does, only when evaluated, and
+      // the subquery keeps the planner from folding it.
+      p.mustAdvance ? `, case when not exists (select 1 from u) then ('${FENCE_LOST_MARK} ' || (select count(*) from u))::int end as fence` : ""}`,
     [p.consumer, p.workerId, p.from.toString(), p.to.toString(), JSON.stringify(skips)], prep(ex));
   return { advanced: (r!.advanced as number) > 0, skipIds: JSON.parse(r!.ids as string) as string[] };
 }

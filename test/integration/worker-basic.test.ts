@@ -28,13 +28,20 @@ describe("worker: one worker, several consumers", () => {
     await db.sql`create table handled (consumer text, position bigint, primary key (consumer, position))`;
     worker = createWorker({
       sql: db.sql,
-      consumers: [{ name: "all" }, { name: "accounts", aggregateTypes: ["Account"] }, { name: "orders", aggregateTypes: ["Order"] }],
+      consumers: [
+        { name: "all" },
+        { name: "accounts", aggregateTypes: ["Account"] },
+        { name: "orders", aggregateTypes: ["Order"] },
+        { name: "billing", boundedContexts: ["billing"] },
+        { name: "billing_orders", aggregateTypes: ["Order"], boundedContexts: ["billing"] },
+      ],
       logger: silent,
       ...fast,
     });
     loop = (async () => {
       for await (const batch of worker.assigned()) {
         for (const e of batch.events) {
+          assert.deepEqual(e.payload, { n: e.aggregateType });
           await batch.tx`insert into handled values (${batch.consumer}, ${e.globalPosition.toString()})`;
         }
       }
@@ -47,25 +54,26 @@ describe("worker: one worker, several consumers", () => {
   });
 
   it("assigns every consumer to the lone worker at once", async () => {
-    await waitFor("3 assignments", async () => {
+    await waitFor("5 assignments", async () => {
       const [r] = await db.sql`select count(*)::int as n from sluice.consumer_assignments where worker_id = ${worker.id}`;
-      return r!.n === 3;
+      return r!.n === 5;
     });
     assert.equal(worker.status().leader, true);
   });
 
-  it("delivers scoped events and moves every checkpoint to the head", async () => {
-    await append(db.sql, [{ aggregateType: "Account" }, { aggregateType: "Account" }, { aggregateType: "Account" }]);
-    await append(db.sql, [{ aggregateType: "Order" }, { aggregateType: "Order" }]);
+  it("delivers scoped events (by aggregate type, by bounded context, by both) and moves every checkpoint to the head", async () => {
+    const ev = (aggregateType: string, boundedContext: string | null = null) => ({ aggregateType, boundedContext, payload: { n: aggregateType } });
+    await append(db.sql, [ev("Account"), ev("Account"), ev("Account")]);
+    await append(db.sql, [ev("Order", "billing"), ev("Order", "sales"), ev("Invoice", "billing")]);
     const top = await head(db.sql);
     await waitFor("checkpoints at head", async () => {
       const rows = await db.sql`select last_position::text as p from sluice.consumer_checkpoints`;
-      return rows.length === 3 && rows.every((r) => BigInt(r.p) === top);
+      return rows.length === 5 && rows.every((r) => BigInt(r.p) === top);
     });
     const counts = await db.sql`select consumer, count(*)::int as n from handled group by 1 order by 1`;
-    assert.deepEqual(counts.map((r) => [r.consumer, r.n]), [["accounts", 3], ["all", 5], ["orders", 2]]);
+    assert.deepEqual(counts.map((r) => [r.consumer, r.n]), [["accounts", 3], ["all", 6], ["billing", 2], ["billing_orders", 1], ["orders", 2]]);
     const s = worker.status();
-    assert.deepEqual(s.consumers.map((c) => c.lag), [0n, 0n, 0n]);
+    assert.deepEqual(s.consumers.map((c) => c.lag), [0n, 0n, 0n, 0n, 0n]);
   });
 });
 

@@ -19,7 +19,7 @@ export async function insertEvents(tx: postgres.TransactionSql | postgres.Sql, e
     const id = e.aggregateId ?? `agg-${process.pid}-${++seq}`;
     const [r] = await tx.unsafe(
       `insert into "${schema}".events (aggregate_type, aggregate_id, aggregate_version, event_id, event_type, payload, bounded_context)
-       values ($1, $2, 1, gen_random_uuid(), $3, $4::jsonb, $5) returning global_position::text as p`,
+       values ($1, $2, 1, gen_random_uuid(), $3, $4::text::jsonb, $5) returning global_position::text as p`,
       [e.aggregateType ?? "Thing", id, e.eventType ?? "Happened", JSON.stringify(e.payload ?? { n: seq }), e.boundedContext ?? null],
     );
     out.push(BigInt(r!.p as string));

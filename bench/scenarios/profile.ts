@@ -124,8 +124,8 @@ try {
     }],
     ["src `probe()` (probe SQL, then `toEvent` per row)", async (cp) => (await callProbe(probe, rsql, tables, cp, batch)).positions.at(-1)!],
     ["probe SQL only (rows as postgres.js returns them, no mapping)", async (cp) => {
-      const rows = await rsql.unsafe(PROBE_SQL, probeParams(cp) as never, { prepare: true });
-      return BigInt(rows.at(-1)!.global_position as string);
+      const rows = await rsql.unsafe(PROBE_SQL, probeParams(cp) as never, { prepare: true }).values();
+      return BigInt(rows.at(-1)![2] as string);
     }],
   ];
   try {
@@ -155,7 +155,8 @@ async function probeText(limit: number): Promise<{ text: string; params: unknown
   const { resolveTableNames } = await import("../../src/db/names.ts");
   let text = "";
   let params: unknown[] = [];
-  const ex = { options: {}, unsafe: (q: string, p: unknown[]) => ((text = q), (params = p), Promise.resolve([])) };
+  const rows = Object.assign(Promise.resolve([]), { values: () => Promise.resolve([]) });
+  const ex = { options: {}, unsafe: (q: string, p: unknown[]) => ((text = q), (params = p), rows) };
   await callProbe(probe, ex, resolveTableNames(), 0n, limit);
   return { text, params };
 }

@@ -14,7 +14,7 @@ import type { Sql, Tx } from "../db/executor.ts";
 import { isConnectionError, isSluiceError, SluiceError } from "../errors.ts";
 import { deferred, type Deferred } from "../internal/deferred.ts";
 import type { PersistedEvent } from "../store/events.ts";
-import { advance, fence, type GapSkipRecord } from "./statements.ts";
+import { advance, fence, type GapSkipRecord, isFenceLost } from "./statements.ts";
 
 /** A Drizzle transaction bound to a batch's transaction. */
 export type BatchDb = PostgresJsTransaction<Record<string, never>, Record<string, never>>;
@@ -232,9 +232,13 @@ export function openBatch(
       const v = await b.verdict();
       if (dead) return await never();
       if (v !== "commit") throw v;
-      const r = await advance(tx, t, { consumer: rb.consumer, workerId: p.workerId, from: rb.from, to: rb.to, skips: rb.skips });
-      if (!r.advanced) throw new SluiceError("OWNERSHIP_LOST", `Consumer ${rb.consumer} is no longer owned by this worker`);
-      return r.skipIds;
+      // The advance fails inside the transaction when its fence does not
+      // hold, so COMMIT can follow it without waiting for its reply: the
+      // callback returns at once (not a thenable) and postgres.js sends COMMIT
+      // right behind it; a failed advance turns that COMMIT into a rollback.
+      const advanced = advance(tx, t, { consumer: rb.consumer, workerId: p.workerId, from: rb.from, to: rb.to, skips: rb.skips, mustAdvance: true });
+      advanced.catch(() => {}); // read once the transaction has ended
+      return { advanced };
     } catch (e) {
       // Connection gone: postgres.js would send ROLLBACK on it and crash.
       if (dead || (!(e instanceof Rollback) && isConnectionError(e))) {
@@ -244,8 +248,11 @@ export function openBatch(
       throw e;
     }
   });
-  ended = (done as Promise<string[]>).then(
-    (skipIds) => rb.outcome.resolve({ kind: "committed", skipIds }),
+  ended = (done as Promise<{ advanced: ReturnType<typeof advance> }>).then(
+    // COMMIT succeeded; it committed only if the advance did (else the server rolled back).
+    async ({ advanced }) => rb.outcome.resolve({ kind: "committed", skipIds: (await advanced).skipIds }),
+  ).then(
+    () => {},
     (e: unknown) => {
       if (!(e instanceof Rollback) && !isSluiceError(e) && isConnectionError(e)) {
         dead = true;
@@ -253,7 +260,7 @@ export function openBatch(
       }
       if (e instanceof Rollback) {
         rb.outcome.resolve(early ?? { kind: "failed", error: e.reason });
-      } else if (isSluiceError(e, "OWNERSHIP_LOST")) {
+      } else if (isFenceLost(e)) {
         rb.outcome.resolve({ kind: "ownership_lost" });
       } else {
         rb.outcome.resolve({ kind: "failed", error: e });

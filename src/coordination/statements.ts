@@ -258,11 +258,13 @@ export async function clusterStatus(
   consumers: { name: string; owner: string | null; paused: boolean; state: string | null; lastError: string | null; checkpoint: string }[];
   gapPasses: { reason: string; count: number; last: string | null }[];
 }> {
+  // Ages use clock_timestamp(): a heartbeat whose transaction began after this
+  // statement's now() may still be visible to it (a negative age otherwise).
   const [r] = await ex.unsafe(
     `select coalesce((select max(global_position) from ${t.events.sql}), 0)::text as head,
        coalesce((select json_agg(json_build_object(
            'workerId', w.worker_id,
-           'heartbeatAgeMs', (extract(epoch from now() - w.heartbeat_at) * 1000)::float8,
+           'heartbeatAgeMs', greatest(0, extract(epoch from clock_timestamp() - w.heartbeat_at) * 1000)::float8,
            'leader', exists (select 1 from pg_locks l where l.pid = w.backend_pid and l.locktype = 'advisory' and l.granted
                                and l.objsubid = 1 and l.classid::bigint = ($1::bigint >> 32) & 4294967295
                                and l.objid::bigint = $1::bigint & 4294967295),

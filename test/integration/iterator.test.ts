@@ -40,6 +40,28 @@ describe("assigned(): commit, rollback, break, throw, fail", () => {
     assert.equal(await checkpoint(db.sql, "c1"), p);
   });
 
+  it("rolls back a whole batch whose own writes break the checkpoint fence, although COMMIT went out with the advance", async () => {
+    const [p] = await append(db.sql, 1);
+    const w = testWorker(db.sql, { consumers: [{ name: "cf" }] });
+    let deliveries = 0;
+    for await (const batch of w.assigned()) {
+      deliveries++;
+      await batch.tx`insert into notes values (${"cf-" + deliveries}, 'cf')`;
+      if (deliveries === 1) {
+        // Moves the checkpoint under the batch's own lock: the advance cannot hold.
+        await batch.tx`update sluice.consumer_checkpoints set last_position = last_position + 1000 where consumer_name = 'cf'`;
+      } else {
+        assert.equal(batch.from, 0n, "the same range again");
+        assert.equal(batch.to, p);
+        setTimeout(() => void w.stop(), 0);
+      }
+    }
+    assert.equal(deliveries, 2);
+    const rows = await db.sql`select id from notes where consumer = 'cf' order by id`;
+    assert.deepEqual(rows.map((r) => r.id), ["cf-2"], "nothing of the first delivery committed");
+    assert.equal(await checkpoint(db.sql, "cf"), p);
+  });
+
   it("rolls back and stops the worker when the loop body throws; the error propagates", async () => {
     await append(db.sql, 1);
     const w = testWorker(db.sql, { consumers: [{ name: "c2" }] });

@@ -172,6 +172,9 @@ export class ConsumerRunner {
       gen = wakeups.generation; // before probing: a wakeup during this step is kept
       let outcome: Outcome;
       let full = false;
+      // The batch takes everything the probe saw: nothing to re-probe for
+      // until a wakeup (kept since `gen`) or the poll interval.
+      let drained = false;
       try {
         const use = prefetched?.from === this.#checkpoint ? prefetched : undefined;
         prefetched = undefined;
@@ -216,6 +219,7 @@ export class ConsumerRunner {
         }
         this.#setBlocked(d.blockedAt, d.blockedSince);
         this.#state = "running";
+        drained = !full && d.blockedAt === undefined && d.target === pr.positions.at(-1);
         const events = await eventsUpTo(sql, t, pr, this.#checkpoint, d.target, this.#scope);
         const skips = toSkipRecords(d.passed, d.highestVisible ?? d.target);
         if (events.length === 0) {
@@ -241,7 +245,12 @@ export class ConsumerRunner {
           this.#lastError = undefined;
           transientRetries = 0;
           poll = c.pollIntervalMs;
-          delay = full ? c.batchPauseMs : 0;
+          if (drained) {
+            this.#state = "idle";
+            delay = poll;
+          } else {
+            delay = full ? c.batchPauseMs : 0;
+          }
           break;
         case "conflict":
           // The checkpoint moved under us (an operator's rewind): start over from it.

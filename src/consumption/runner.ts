@@ -172,8 +172,11 @@ export class ConsumerRunner {
       gen = wakeups.generation; // before probing: a wakeup during this step is kept
       let outcome: Outcome;
       let full = false;
-      // The batch takes everything the probe saw: nothing to re-probe for
-      // until a wakeup (kept since `gen`) or the poll interval.
+      // In notify mode every append wakes the consumer (wakeups since `gen`
+      // are kept), so after a batch that took everything its probe saw there
+      // is nothing to re-probe for. The poll dispatcher learns of appends
+      // only at its next read: there the re-probe after a batch finds what
+      // arrived meanwhile one interval sooner.
       let drained = false;
       try {
         const use = prefetched?.from === this.#checkpoint ? prefetched : undefined;
@@ -219,7 +222,7 @@ export class ConsumerRunner {
         }
         this.#setBlocked(d.blockedAt, d.blockedSince);
         this.#state = "running";
-        drained = !full && d.blockedAt === undefined && d.target === pr.positions.at(-1);
+        drained = c.dispatcher === "notify" && !full && d.blockedAt === undefined && d.target === pr.positions.at(-1);
         const events = await eventsUpTo(sql, t, pr, this.#checkpoint, d.target, this.#scope);
         const skips = toSkipRecords(d.passed, d.highestVisible ?? d.target);
         if (events.length === 0) {

@@ -128,6 +128,41 @@ describe("assigned(): commit, rollback, break, throw, fail", () => {
     assert.deepEqual(rows.map((r) => r.id), ["c5-3"]);
   });
 
+  it("retries a batch that failed on a serialization failure or deadlock at once, three times, before backing off", async () => {
+    const top = (await append(db.sql, 1)).at(-1)!;
+    // Any backoff would stall these consumers for a minute; two counted failures would park them.
+    const w = testWorker(db.sql, {
+      consumers: [{ name: "tr_ok" }, { name: "tr_always" }],
+      retryBaseMs: 60_000,
+      retryMaxMs: 60_000,
+      maxConsecutiveFailures: 2,
+    });
+    const calls = new Map<string, number>();
+    const raise = (code: string) => `do $$ begin raise exception 'simulated ${code}' using errcode = '${code}'; end $$`;
+    const done = w.run(async (batch) => {
+      const n = (calls.get(batch.consumer) ?? 0) + 1;
+      calls.set(batch.consumer, n);
+      if (batch.consumer === "tr_always") await batch.tx.unsafe(raise("40001"));
+      if (n <= 2) await batch.tx.unsafe(raise("40001"));
+      if (n === 3) await batch.tx.unsafe(raise("40P01"));
+      await batch.tx`insert into notes values (${"tr-" + n}, ${batch.consumer})`;
+    });
+    await waitFor("tr_ok at the head", async () => (await checkpoint(db.sql, "tr_ok")) === top);
+    // Reached within waitFor's timeout: none of the three retries waited for the one-minute backoff.
+    assert.equal(calls.get("tr_ok"), 4);
+    // The fourth transient failure in a row counts, and backs off.
+    await waitFor("tr_always backing off", () => w.status().consumers.find((c) => c.name === "tr_always")?.state === "backing_off");
+    const always = w.status().consumers.find((c) => c.name === "tr_always")!;
+    assert.equal(always.failures, 1);
+    assert.match(always.lastError ?? "", /simulated 40001/);
+    assert.equal(calls.get("tr_always"), 4);
+    await holds("no retry during the backoff", () => calls.get("tr_always") === 4, 300);
+    await w.stop();
+    await done;
+    const rows = await db.sql`select id from notes where consumer = 'tr_ok'`;
+    assert.deepEqual(rows.map((r) => r.id), ["tr-4"]);
+  });
+
   it("parks a consumer after maxConsecutiveFailures while the others go on", async () => {
     const top = (await append(db.sql, 1)).at(-1)!;
     const w = testWorker(db.sql, { consumers: [{ name: "poison" }, { name: "healthy" }], maxConsecutiveFailures: 3 });

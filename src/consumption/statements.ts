@@ -27,7 +27,8 @@ const relevant = (alias: string) =>
 /**
  * An event's columns, in the order `toEvent` reads them. Rows travel as
  * arrays (postgres.js `.values()`): no property stores per column. The
- * payload and metadata columns may be replaced (see `payloadColumns`).
+ * probe replaces the payload and metadata columns for scoped consumers (sent
+ * only for events in scope).
  */
 const EVENT_COLUMNS = (e: string, payload = `${e}.payload::text, ${e}.metadata::text`) =>
   `${e}.global_position::text, ${e}.transaction_id::text, ${e}.aggregate_type, ${e}.aggregate_id,
@@ -182,7 +183,7 @@ export async function eventsUpTo(ex: Executor, t: T, pr: Probe, from: bigint, up
   return await fetchEvents(ex, t, from, upTo, scope);
 }
 
-/** Relevant events in `(after, upTo]`, ascending (used after a hole was passed). */
+/** Relevant events in `(after, upTo]`, ascending (after a positions-only probe). */
 export async function fetchEvents(ex: Executor, t: T, after: bigint, upTo: bigint, scope: Scope): Promise<PersistedEvent[]> {
   const rows = await ex.unsafe(
     `select ${EVENT_COLUMNS("e")} from ${t.events.sql} e

@@ -4,7 +4,7 @@ import { pgTable, text } from "drizzle-orm/pg-core";
 import { isSluiceError } from "../../src/mod.ts";
 import { createTestDatabase, holds, type TestDatabase, waitFor } from "../support/db.ts";
 import { append } from "../support/events.ts";
-import { checkpoint, testWorker } from "../support/worker.ts";
+import { checkpoint, memoryLogger, testWorker } from "../support/worker.ts";
 
 const notes = pgTable("notes", { id: text("id").primaryKey(), consumer: text("consumer").notNull() });
 
@@ -42,7 +42,8 @@ describe("assigned(): commit, rollback, break, throw, fail", () => {
 
   it("rolls back a whole batch whose own writes break the checkpoint fence, although COMMIT went out with the advance", async () => {
     const [p] = await append(db.sql, 1);
-    const w = testWorker(db.sql, { consumers: [{ name: "cf" }] });
+    const logger = memoryLogger();
+    const w = testWorker(db.sql, { consumers: [{ name: "cf" }], logger });
     let deliveries = 0;
     for await (const batch of w.assigned()) {
       deliveries++;
@@ -60,6 +61,9 @@ describe("assigned(): commit, rollback, break, throw, fail", () => {
     const rows = await db.sql`select id from notes where consumer = 'cf' order by id`;
     assert.deepEqual(rows.map((r) => r.id), ["cf-2"], "nothing of the first delivery committed");
     assert.equal(await checkpoint(db.sql, "cf"), p);
+    // Recognised as a lost fence (the runner resyncs), not as a failure of the handler.
+    assert.ok(logger.records.some((r) => r.message.includes("no longer owned") && r.props.consumer === "cf"));
+    assert.ok(!logger.records.some((r) => r.level === "warn" && r.props.consumer === "cf"));
   });
 
   it("rolls back and stops the worker when the loop body throws; the error propagates", async () => {

@@ -118,11 +118,20 @@ export class GapTracker {
   }
 
   /**
-   * Decides how far to advance from `checkpoint`, given the positions visible
-   * after it (ascending) and the probe's snapshot. Record the probe in
+   * Decides how far to advance from `checkpoint`, given the distinct positions
+   * visible after it (ascending) and the probe's snapshot. Record the probe in
    * `horizon` before calling.
    */
   decide(now: number, checkpoint: bigint, positions: readonly bigint[], snapshot: Snapshot | undefined, horizon: Horizon): FrontierDecision {
+    const n = positions.length;
+    const last = positions[n - 1];
+    // The common case, in O(1) bigint operations: n ascending, distinct
+    // positions after the checkpoint whose last is checkpoint + n are exactly
+    // the next n positions. No hole, so nothing to judge.
+    if (last !== undefined && positions[0]! > checkpoint && last - checkpoint === BigInt(n)) {
+      this.#holes = [];
+      return { target: last, passed: [], contiguousEnd: last, blockedAt: undefined, blockedSince: undefined, highestVisible: last };
+    }
     this.#holes = this.#track(now, holesIn(checkpoint, positions), horizon);
     const policy = this.#policy;
     const passed: PassedRange[] = [];

@@ -126,3 +126,31 @@ describe("snapshots", () => {
     assert.equal(h.drawnBy(99_999n), undefined);
   });
 });
+
+describe("GapTracker on a contiguous window (the O(1) path)", () => {
+  it("takes the whole window and forgets holes that have filled", () => {
+    const g = new GapTracker({ minAgeMs: 250, staleAfterMs: false, harborLag: 8 });
+    const h = new Horizon();
+    h.record({ sentAt: 0, receivedAt: 0, position: 13n, xmax: 100n });
+    const running = parseSnapshot("50:100:50");
+    const blocked = g.decide(0, 10n, P(11, 13), running, h);
+    assert.equal(blocked.target, 11n);
+    assert.equal(g.tracked().length, 1, "hole 12 tracked");
+    const d = g.decide(10, 10n, P(11, 12, 13, 14), running, h);
+    assert.deepEqual(d, { target: 14n, passed: [], contiguousEnd: 14n, blockedAt: undefined, blockedSince: undefined, highestVisible: 14n });
+    assert.equal(g.tracked().length, 0);
+  });
+  it("agrees with holesIn and contiguousEnd on windows with and without holes", () => {
+    const g = new GapTracker({ minAgeMs: 250, staleAfterMs: false, harborLag: 8 });
+    const running = parseSnapshot("50:100:50");
+    const cases: [number, number[]][] = [[10, [11]], [10, [11, 12, 13]], [10, [12, 13, 14]], [10, [11, 13, 14]], [10, [11, 12, 14]], [0, [1, 2, 3, 5]]];
+    for (const [cp, window] of cases) {
+      const d = g.decide(0, BigInt(cp), P(...window), running, new Horizon());
+      const holes = holesIn(BigInt(cp), P(...window));
+      assert.equal(d.contiguousEnd, contiguousEnd(BigInt(cp), P(...window)), `contiguousEnd of ${cp} ${window}`);
+      assert.equal(d.target, holes.length === 0 ? BigInt(window.at(-1)!) : d.contiguousEnd, `target of ${cp} ${window}`);
+      assert.equal(d.blockedAt, holes[0]?.from, `blockedAt of ${cp} ${window}`);
+      g.reset();
+    }
+  });
+});

@@ -14,7 +14,7 @@ import { deferred, sleep } from "./internal/deferred.ts";
 import { defaultLogger, type Logger } from "./logger.ts";
 import { type Batch, type BatchDb, drizzleTx, guardTx } from "./consumption/batch.ts";
 import { GapTracker } from "./consumption/gaps.ts";
-import { toSkipRecords } from "./consumption/runner.ts";
+import { toSkipRecords } from "./consumption/late-watch.ts";
 import { Horizon, parseSnapshot } from "./consumption/snapshot.ts";
 import { eventsUpTo, fence, loadCheckpoint, probe, readHead, type Scope } from "./consumption/statements.ts";
 import { clearOwner, consumerOwners, ensureConsumers, NIL_WORKER_ID, recordGapSkips, setCheckpoint } from "./coordination/admin-statements.ts";

@@ -103,7 +103,7 @@ export class Worker implements AsyncDisposable {
       on: {
         assignments: (mine) => this.#sync(mine),
         head: (s) => this.#onHead(s),
-        eventsNotified: () => this.#wakeups.signal(),
+        eventsNotified: () => this.#wakeups.signal(true),
         health: (h) => {
           if (h) this.#wakeups.signal();
           else this.#log.warn("Worker cannot prove it is alive; not starting batches", { workerId: this.id });

@@ -14,7 +14,7 @@ import type { Sql, Tx } from "../db/executor.ts";
 import { isConnectionError, isSluiceError, SluiceError } from "../errors.ts";
 import { deferred, type Deferred } from "../internal/deferred.ts";
 import type { PersistedEvent } from "../store/events.ts";
-import { advance, fence, type GapSkipRecord, isFenceLost } from "./statements.ts";
+import { advance, type Fence, fence, type GapSkipRecord, isFenceLost } from "./statements.ts";
 
 /** A Drizzle transaction bound to a batch's transaction. */
 export type BatchDb = PostgresJsTransaction<Record<string, never>, Record<string, never>>;
@@ -69,6 +69,8 @@ export interface ReadyBatch {
   readonly events: readonly PersistedEvent[];
   readonly skips: readonly GapSkipRecord[];
   readonly outcome: Deferred<Outcome>;
+  /** Set when the batch's transaction is already open and fenced (see `PendingBatchTx`). */
+  readonly open?: () => Promise<OpenBatch | undefined>;
 }
 
 /** Thrown inside the transaction callback to roll back without it being an error of ours. */
@@ -189,20 +191,57 @@ export class OpenBatch implements Batch {
   }
 }
 
+/** What a batch transaction needs from its worker. */
+export interface BatchTxParams {
+  readonly sql: Sql;
+  readonly config: ResolvedConfig;
+  readonly workerId: string;
+  readonly timeoutMs: number;
+}
+
 /**
- * Opens the transaction of a prepared batch: fences it (assignment and
- * checkpoint rows locked; owner and checkpoint unchanged), then waits for the
- * verdict. Resolves with the open batch, or undefined when the fence failed
- * (the runner re-probes or stops).
+ * A batch transaction begun and fenced before its batch is known: a
+ * consumer woken from idle reads its window inside it (`fencedProbe`), so
+ * the batch needs no fence of its own. Exactly one of `use` and `release`
+ * must follow, with no other statement of the runner in between (the
+ * transaction holds a pool connection and the consumer's rows).
  */
-export function openBatch(
-  rb: ReadyBatch,
-  p: { sql: Sql; config: ResolvedConfig; workerId: string; timeoutMs: number },
-): Promise<OpenBatch | undefined> {
-  const opened = deferred<OpenBatch | undefined>();
+export interface PendingBatchTx<R> {
+  /** What the transaction's first statement returned. */
+  readonly first: R;
+  /**
+   * Makes the transaction the batch of `rb`: resolves with the open batch,
+   * or undefined (with `rb.outcome` settled) when the fence does not hold
+   * for it or the transaction has ended.
+   */
+  use(rb: ReadyBatch): Promise<OpenBatch | undefined>;
+  /** Rolls the transaction back unless it was used; resolves when it has ended. */
+  release(): Promise<void>;
+}
+
+/** Marks the rollback of a released (unused) pending transaction. */
+const RELEASED: unique symbol = Symbol("released");
+
+/**
+ * Begins a batch transaction and runs `first` in it: a fence, or a fenced
+ * probe. Rejects when BEGIN or `first` fails (the transaction is then gone).
+ * The transaction then waits for its batch (`use`) or its release; once
+ * used, it waits for the batch's verdict and commits the checkpoint advance
+ * with the user's writes, or rolls back.
+ */
+export function beginBatchTx<R extends { readonly fence: Fence | undefined }>(
+  p: BatchTxParams,
+  first: (tx: Tx) => Promise<R>,
+): Promise<PendingBatchTx<R>> {
   const t = p.config.tables;
+  const started = deferred<R>();
+  const bound = deferred<ReadyBatch | typeof RELEASED>();
+  const opened = deferred<OpenBatch | undefined>();
+  let rb: ReadyBatch | undefined;
   let batch: OpenBatch | undefined;
   let early: Outcome | undefined;
+  // Why the transaction ended before its batch was bound (its connection closed).
+  let lost: unknown;
   let timer: ReturnType<typeof setTimeout> | undefined;
   // Assigned right after begin() returns, long before its callback runs.
   let ended: Promise<void> = Promise.resolve();
@@ -213,7 +252,13 @@ export function openBatch(
   const never = (): Promise<never> => new Promise<never>(() => {});
   const done = p.sql.begin(async (tx) => {
     try {
-      const f = await fence(tx, t, rb.consumer, p.timeoutMs);
+      const r = await first(tx);
+      started.resolve(r);
+      const b0 = await bound.promise;
+      if (dead) return await never();
+      if (b0 === RELEASED) throw new Rollback(RELEASED);
+      rb = b0;
+      const f = r.fence;
       if (!f || f.owner !== p.workerId || f.paused) {
         early = { kind: "ownership_lost" };
         throw new Rollback(early);
@@ -224,9 +269,10 @@ export function openBatch(
       }
       batch = new OpenBatch(rb, tx, () => dead);
       const b = batch;
+      const r0 = rb;
       b.attach(ended);
       timer = setTimeout(() => {
-        void b.rollback(new SluiceError("BATCH_TIMEOUT", `Batch of ${rb.consumer} (${rb.from}..${rb.to}) outlived batchTimeoutMs (${p.timeoutMs} ms)`));
+        void b.rollback(new SluiceError("BATCH_TIMEOUT", `Batch of ${r0.consumer} (${r0.from}..${r0.to}) outlived batchTimeoutMs (${p.timeoutMs} ms)`));
       }, p.timeoutMs);
       opened.resolve(b);
       const v = await b.verdict();
@@ -236,7 +282,7 @@ export function openBatch(
       // hold, so COMMIT can follow it without waiting for its reply: the
       // callback returns at once (not a thenable) and postgres.js sends COMMIT
       // right behind it; a failed advance turns that COMMIT into a rollback.
-      const advanced = advance(tx, t, { consumer: rb.consumer, workerId: p.workerId, from: rb.from, to: rb.to, skips: rb.skips, mustAdvance: true });
+      const advanced = advance(tx, t, { consumer: r0.consumer, workerId: p.workerId, from: r0.from, to: r0.to, skips: r0.skips, mustAdvance: true });
       advanced.catch(() => {}); // read once the transaction has ended
       return { advanced };
     } catch (e) {
@@ -250,13 +296,21 @@ export function openBatch(
   });
   ended = (done as Promise<{ advanced: ReturnType<typeof advance> }>).then(
     // COMMIT succeeded; it committed only if the advance did (else the server rolled back).
-    async ({ advanced }) => rb.outcome.resolve({ kind: "committed", skipIds: (await advanced).skipIds }),
+    async ({ advanced }) => rb!.outcome.resolve({ kind: "committed", skipIds: (await advanced).skipIds }),
   ).then(
     () => {},
     (e: unknown) => {
       if (!(e instanceof Rollback) && !isSluiceError(e) && isConnectionError(e)) {
         dead = true;
         void batch?.rollback(e);
+      }
+      // Before its batch was bound: the caller learns it from `started`
+      // (BEGIN or `first` failed), from `use` (see there), or released the
+      // transaction itself.
+      started.reject(e);
+      if (!rb) {
+        if (!(e instanceof Rollback)) lost = e;
+        return;
       }
       if (e instanceof Rollback) {
         rb.outcome.resolve(early ?? { kind: "failed", error: e.reason });
@@ -270,5 +324,40 @@ export function openBatch(
     clearTimeout(timer);
     opened.resolve(undefined);
   });
-  return opened.promise;
+  return started.promise.then((first) => ({
+    first,
+    use(b: ReadyBatch): Promise<OpenBatch | undefined> {
+      bound.resolve(b);
+      // Ended before it could be used (its connection closed): the batch
+      // was never opened, so nothing of it ran.
+      void ended.then(() => {
+        if (rb === undefined) {
+          b.outcome.resolve({ kind: "failed", error: lost ?? new SluiceError("DATABASE_ERROR", `The transaction for the batch of ${b.consumer} ended before the batch opened`) });
+        }
+      });
+      return opened.promise;
+    },
+    release(): Promise<void> {
+      bound.resolve(RELEASED);
+      return ended;
+    },
+  }));
+}
+
+/**
+ * Opens the transaction of a prepared batch: fences it (assignment and
+ * checkpoint rows locked; owner and checkpoint unchanged), then waits for the
+ * verdict. Resolves with the open batch, or undefined when the fence failed
+ * (the runner re-probes or stops).
+ */
+export async function openBatch(rb: ReadyBatch, p: BatchTxParams): Promise<OpenBatch | undefined> {
+  if (rb.open) return await rb.open();
+  let pending: PendingBatchTx<{ fence: Fence | undefined }>;
+  try {
+    pending = await beginBatchTx(p, async (tx) => ({ fence: await fence(tx, p.config.tables, rb.consumer, p.timeoutMs) }));
+  } catch (e) {
+    rb.outcome.resolve({ kind: "failed", error: e });
+    return undefined;
+  }
+  return await pending.use(rb);
 }

@@ -12,21 +12,21 @@ import { backoffDelay, nextPollInterval } from "../internal/backoff.ts";
 import { deferred, sleep } from "../internal/deferred.ts";
 import { errorFields, type Logger } from "../logger.ts";
 import type { Wakeups } from "../wakeup/wakeups.ts";
-import type { Outcome, ReadyBatch } from "./batch.ts";
+import { beginBatchTx, type Outcome, type PendingBatchTx, type ReadyBatch } from "./batch.ts";
 import { GapTracker, type PassedRange } from "./gaps.ts";
-import type { Scheduler } from "./scheduler.ts";
+import { LateWatch, toSkipRecords } from "./late-watch.ts";
+import type { Claim, Scheduler } from "./scheduler.ts";
 import { type Horizon, parseSnapshot } from "./snapshot.ts";
 import {
   advance,
   eventsUpTo,
-  findLate,
+  type Fence,
+  fencedProbe,
   foreignXids,
-  type GapSkipRecord,
   loadCheckpoint,
   probe,
   type Probe,
   type ProbeMode,
-  recordLate,
   type Scope,
 } from "./statements.ts";
 
@@ -68,8 +68,6 @@ export interface RunnerContext {
 
 // While blocked on a hole, never probe more often than this (batchPauseMs may be 0).
 const MIN_BLOCKED_DELAY_MS = 20;
-const LATE_CHECK_EVERY_MS = 1_000;
-const MAX_SKIPPED_LISTED = 1_000;
 const TRANSIENT = new Set(["40001", "40P01"]);
 
 /** The stored checkpoint differs from ours. */
@@ -80,6 +78,12 @@ interface Prefetched {
   readonly pr: Probe;
   readonly sentAt: number;
   readonly receivedAt: number;
+}
+
+/** A batch transaction opened for a claimed loop, the window read inside it. */
+interface Direct {
+  readonly pending: PendingBatchTx<{ probe: Probe; fence: Fence | undefined }>;
+  readonly claim: Claim;
 }
 
 /** Runs one consumer while this worker owns it. */
@@ -96,14 +100,14 @@ export class ConsumerRunner {
   #blockedSince: number | undefined;
   #failures = 0;
   #lastError: string | undefined;
-  #watch: { from: bigint; to: bigint; until: number; skipId: string | undefined }[] = [];
-  #lastWatchCheck = 0;
+  readonly #late: LateWatch;
 
   constructor(def: { name: string; aggregateTypes?: readonly string[]; boundedContexts?: readonly string[] }, ctx: RunnerContext) {
     this.name = def.name;
     this.#scope = { aggregateTypes: def.aggregateTypes ?? [], boundedContexts: def.boundedContexts ?? [] };
     this.#ctx = ctx;
     const c = ctx.config;
+    this.#late = new LateWatch(def.name, ctx);
     this.#gaps = new GapTracker({ minAgeMs: c.provenGapMinAgeMs, staleAfterMs: c.staleGapThresholdMs, harborLag: c.staleGapHarborLag });
   }
 
@@ -154,15 +158,35 @@ export class ConsumerRunner {
     let transientRetries = 0;
     // The next window, probed while the user worked on the current batch.
     let prefetched: Prefetched | undefined;
+    // False while the last NOTIFY found nothing for this consumer (a scoped
+    // consumer among many, say): its next one reads the window outside a
+    // transaction again, so irrelevant appends do not cost it a BEGIN, row
+    // locks and a ROLLBACK each.
+    let warm = true;
+    let notified = false;
+    // The batch transaction a wakeup read its window in, until it is given
+    // to the loop or rolled back; nothing else of ours may use `sql` while
+    // it is open (with a pool of one it holds the only connection).
+    let direct: Direct | undefined;
+    const release = async (): Promise<void> => {
+      const d = direct;
+      if (!d) return;
+      direct = undefined;
+      d.claim.release();
+      await d.pending.release();
+    };
     while (!signal.aborted) {
       if (floor > 0) {
         if (!(await sleep(floor, signal))) break;
         floor = 0;
       }
+      notified = false;
       if (delay > 0) {
         const w = await wakeups.wait(gen, delay, signal);
         if (w === "aborted") break;
         if (w === "woken") poll = c.pollIntervalMs;
+        // Woken by an events NOTIFY, not by a head read or a health change.
+        notified = w === "woken" && wakeups.notifiedSince(gen);
       }
       if (!this.#ctx.canStart()) {
         gen = wakeups.generation;
@@ -183,14 +207,26 @@ export class ConsumerRunner {
         prefetched = undefined;
         // Still waiting on the hole that blocked the last probe: positions suffice.
         const mode = this.#state === "blocked" ? "positions" : "rows";
-        const { pr, sentAt, receivedAt } = use ?? (await this.#probe(this.#checkpoint, mode));
+        // Woken from idle (notify mode) with a loop waiting: read the window
+        // inside the batch's transaction, fenced in the same statement (BEGIN
+        // and one statement instead of probe, BEGIN and fence).
+        const claim = !use && notified && warm && this.#state === "idle" ? this.#ctx.scheduler.claim() : undefined;
+        let got: Prefetched;
+        if (use) got = use;
+        else if (claim) ({ got, direct } = await this.#fencedProbe(this.#checkpoint, claim));
+        else got = await this.#probe(this.#checkpoint, mode);
+        const { pr, sentAt, receivedAt } = got;
         full = pr.positions.length === c.batchSize;
         if (pr.stored !== undefined && pr.stored !== this.#checkpoint && !use) {
           // Moved elsewhere (an operator's rewind): handled as a conflict below.
           throw new CheckpointMoved();
         }
-        if (this.#watch.length > 0) await this.#checkLate(receivedAt);
+        if (this.#late.active) {
+          await release();
+          await this.#late.check(receivedAt);
+        }
         if (pr.positions.length === 0) {
+          if (notified) warm = false;
           this.#gaps.reset();
           this.#setBlocked(undefined, undefined);
           this.#state = "idle";
@@ -204,6 +240,7 @@ export class ConsumerRunner {
         if (d.blockedAt !== undefined && snap.xip.length > 0) {
           // Snapshots list every database's transactions; those of other
           // databases cannot fill our holes.
+          await release();
           const foreign = await foreignXids(sql);
           if (snap.xip.some((x) => foreign.has(x))) {
             snap = { ...snap, xip: snap.xip.filter((x) => !foreign.has(x)) };
@@ -227,11 +264,25 @@ export class ConsumerRunner {
         const skips = toSkipRecords(d.passed, d.highestVisible ?? d.target);
         if (events.length === 0) {
           // Nothing for this consumer in the range: advance without yielding.
+          if (notified) warm = false;
+          await release();
           const r = await advance(sql, t, { consumer: this.name, workerId: this.#ctx.workerId, from: this.#checkpoint, to: d.target, skips });
           outcome = r.advanced ? { kind: "committed", skipIds: r.skipIds } : { kind: "conflict" };
         } else {
           const rb: ReadyBatch = { consumer: this.name, from: this.#checkpoint, to: d.target, events, skips, outcome: deferred<Outcome>() };
-          this.#ctx.scheduler.submit(rb);
+          const dt = direct;
+          direct = undefined;
+          if (dt) {
+            const opened: ReadyBatch = { ...rb, open: () => dt.pending.use(opened) };
+            if (!dt.claim.give(opened)) {
+              // That loop has gone: roll back, and let any loop open the batch.
+              await dt.pending.release();
+              this.#ctx.scheduler.submit(rb);
+            }
+          } else {
+            this.#ctx.scheduler.submit(rb);
+          }
+          warm = true;
           // Catching up: probe the next window now, while the user works.
           const next = full ? this.#probe(d.target).catch(() => undefined) : undefined;
           outcome = await rb.outcome.promise;
@@ -240,6 +291,8 @@ export class ConsumerRunner {
         if (outcome.kind === "committed") this.#afterCommit(d.target, d.passed, outcome.skipIds, receivedAt);
       } catch (e) {
         outcome = e instanceof CheckpointMoved ? { kind: "conflict" } : { kind: "failed", error: e };
+      } finally {
+        await release().catch(() => {});
       }
       switch (outcome.kind) {
         case "committed":
@@ -316,38 +369,26 @@ export class ConsumerRunner {
     return { from, pr, sentAt, receivedAt: clock.now() };
   }
 
-  #afterCommit(to: bigint, passed: readonly PassedRange[], skipIds: readonly string[], now: number): void {
-    this.#checkpoint = to;
-    const stale = passed.filter((p) => p.reason === "stale");
-    if (stale.length === 0 || this.#ctx.config.lateCommitWatchMs === 0) return;
-    // Records are written rolled_back first, then stale (see toSkipRecords).
-    const staleId = skipIds[passed.some((p) => p.reason === "rolled_back") ? 1 : 0];
-    for (const p of stale) {
-      this.#ctx.log.warn("Consumer {consumer} passed positions {from}..{to} as stale", {
-        consumer: this.name,
-        from: p.from.toString(),
-        to: p.to.toString(),
-      });
-      this.#watch.push({ from: p.from, to: p.to, until: now + this.#ctx.config.lateCommitWatchMs, skipId: staleId });
+  /** Begins a batch transaction for the claimed loop and reads the window in it. */
+  async #fencedProbe(from: bigint, claim: Claim): Promise<{ got: Prefetched; direct: Direct }> {
+    const { config: c, sql, clock, workerId } = this.#ctx;
+    const sentAt = clock.now();
+    let pending: Direct["pending"];
+    try {
+      pending = await beginBatchTx(
+        { sql, config: c, workerId, timeoutMs: c.batchTimeoutMs },
+        (tx) => fencedProbe(tx, c.tables, { checkpoint: from, limit: c.batchSize, scope: this.#scope, consumer: this.name, statementTimeoutMs: c.batchTimeoutMs }),
+      );
+    } catch (e) {
+      claim.release();
+      throw e;
     }
+    return { got: { from, pr: pending.first.probe, sentAt, receivedAt: clock.now() }, direct: { pending, claim } };
   }
 
-  async #checkLate(now: number): Promise<void> {
-    this.#watch = this.#watch.filter((w) => w.until > now);
-    if (this.#watch.length === 0 || now - this.#lastWatchCheck < LATE_CHECK_EVERY_MS) return;
-    this.#lastWatchCheck = now;
-    const { sql, config, log } = this.#ctx;
-    const late = await findLate(sql, config.tables, this.#watch);
-    for (const w of this.#watch) {
-      const hits = late.filter((p) => p >= w.from && p <= w.to);
-      if (hits.length === 0) continue;
-      log.error("Late commit: consumer {consumer} passed position(s) {positions} as stale, and they have now appeared; rewind it to reprocess them", {
-        consumer: this.name,
-        positions: hits.map(String),
-      });
-      if (w.skipId) await recordLate(sql, config.tables, w.skipId, hits).catch(() => {});
-    }
-    this.#watch = this.#watch.filter((w) => !late.some((p) => p >= w.from && p <= w.to));
+  #afterCommit(to: bigint, passed: readonly PassedRange[], skipIds: readonly string[], now: number): void {
+    this.#checkpoint = to;
+    this.#late.passed(passed, skipIds, now);
   }
 
   #setBlocked(at: bigint | undefined, since: number | undefined): void {
@@ -368,25 +409,4 @@ export class ConsumerRunner {
       }
     }
   }
-}
-
-/** Audit rows for the passed holes: one per reason, `rolled_back` first. */
-export function toSkipRecords(passed: readonly PassedRange[], highestVisible: bigint): GapSkipRecord[] {
-  const out: GapSkipRecord[] = [];
-  for (const reason of ["rolled_back", "stale"] as const) {
-    const rs = passed.filter((p) => p.reason === reason);
-    if (rs.length === 0) continue;
-    const positions: bigint[] = [];
-    for (const r of rs) {
-      for (let p = r.from; p <= r.to && positions.length < MAX_SKIPPED_LISTED; p++) positions.push(p);
-    }
-    out.push({
-      gapPosition: rs[0]!.from,
-      highestVisible,
-      positions,
-      reason,
-      firstSeenAt: Math.min(...rs.map((r) => r.firstSeenAt)),
-    });
-  }
-  return out;
 }

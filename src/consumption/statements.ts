@@ -83,8 +83,11 @@ export type ProbeMode = "rows" | "positions";
 // time, so postgres.js prepares each once per connection.
 const probeTexts = new WeakMap<T, Map<string, string>>();
 
-function probeText(t: T, scope: Scope, mode: ProbeMode, limit: number): string {
-  const key = `${mode}:${limit}:${scope.aggregateTypes.length > 0}:${scope.boundedContexts.length > 0}`;
+/** Leading columns of a probe's rows: the header's, null in event rows. */
+const lead = (fenced: boolean): number => (fenced ? 4 : 2);
+
+function probeText(t: T, scope: Scope, mode: ProbeMode, limit: number, fenceMs: number | undefined): string {
+  const key = `${mode}:${limit}:${fenceMs}:${scope.aggregateTypes.length > 0}:${scope.boundedContexts.length > 0}`;
   let texts = probeTexts.get(t);
   if (!texts) probeTexts.set(t, (texts = new Map()));
   let text = texts.get(key);
@@ -97,23 +100,35 @@ function probeText(t: T, scope: Scope, mode: ProbeMode, limit: number): string {
     filters.push(`e.bounded_context in (select jsonb_array_elements_text($${filters.length + 3}::text::jsonb))`);
   }
   const rel = filters.length > 0 ? filters.join(" and ") : undefined;
-  // Row layout: stored, snap, [rel], then the event columns (or only the
-  // position). The first row is a header with the stored checkpoint and the
-  // snapshot, so they are sent once and come back when nothing follows the
-  // checkpoint; the rest is one index range scan in position order. One
-  // statement: the header and the rows share its snapshot.
+  // Row layout: the lead (stored, snap, and when fenced owner and paused),
+  // [rel], then the event columns (or only the position). The first row is a
+  // header with the lead, so it is sent once and comes back when nothing
+  // follows the checkpoint; the rest is one index range scan in position
+  // order. One statement: the header and the rows share its snapshot.
   const columns = mode === "positions"
     ? `e.global_position::text`
     : `${rel ? `${rel}, ` : ""}${EVENT_COLUMNS("e", rel ? `case when ${rel} then e.payload::text end, case when ${rel} then e.metadata::text end` : undefined)}`;
   const width = mode === "positions" ? 1 : EVENT_COLUMN_COUNT + (rel ? 1 : 0);
+  const fenced = fenceMs !== undefined;
+  // Fenced: the fence (see `fence`) runs in the same statement, so its row
+  // locks are taken before the rows are read and the stored checkpoint is the
+  // locked one. The timeouts are validated integers, in the text like the limit.
+  const header = fenced
+    ? `with f as materialized (select c.last_position::text as cp, a.worker_id::text as owner, a.paused::text as paused,
+            set_config('statement_timeout', '${fenceMs}', true) as st,
+            set_config('idle_in_transaction_session_timeout', '${fenceMs + 1_000}', true) as it
+          from ${t.consumerAssignments.sql} a join ${t.consumerCheckpoints.sql} c on c.consumer_name = a.consumer_name
+          where a.consumer_name = $2 for update of a, c)
+     select (select cp from f), pg_current_snapshot()::text, (select owner from f),
+            (select paused || left(st, 0) || left(it, 0) from f)`
+    : `select (select last_position::text from ${t.consumerCheckpoints.sql} where consumer_name = $2), pg_current_snapshot()::text`;
   // The limit is part of the text (a validated integer): with `limit $n`
   // PostgreSQL's generic plan assumes a tenth of the table, so it plans the
   // probe anew at every execution (about 0.2 ms); with a constant it keeps
   // the generic plan.
-  text = `/* sluice:probe */ select (select last_position::text from ${t.consumerCheckpoints.sql} where consumer_name = $2),
-            pg_current_snapshot()::text${", null".repeat(width)}
+  text = `/* sluice:probe */${fenced ? " /* fenced */" : ""} ${header}${", null".repeat(width)}
      union all
-     (select null, null, ${columns} from ${t.events.sql} e
+     (select ${"null, ".repeat(lead(fenced))}${columns} from ${t.events.sql} e
       where e.global_position > $1::bigint order by e.global_position limit ${limit})`;
   texts.set(key, text);
   return text;
@@ -135,13 +150,42 @@ export async function probe(
   consumer: string,
   mode: ProbeMode = "rows",
 ): Promise<Probe> {
+  return (await probeWith(ex, t, { checkpoint, limit, scope, consumer, mode, fenceMs: undefined })).probe;
+}
+
+/**
+ * The fence (see `fence`) and a `rows` probe in one statement, inside a batch
+ * transaction: the consumer's rows are locked before the window is read, and
+ * `stored` is the locked checkpoint. One round trip fewer than a probe
+ * followed by a fence (a consumer woken from idle).
+ */
+export async function fencedProbe(
+  tx: Executor,
+  t: T,
+  p: { checkpoint: bigint; limit: number; scope: Scope; consumer: string; statementTimeoutMs: number },
+): Promise<{ probe: Probe; fence: Fence | undefined }> {
+  if (!Number.isSafeInteger(p.statementTimeoutMs) || p.statementTimeoutMs < 0) {
+    throw new RangeError(`fencedProbe: statementTimeoutMs must be a non-negative integer, got ${p.statementTimeoutMs}`);
+  }
+  const r = await probeWith(tx, t, { ...p, mode: "rows", fenceMs: p.statementTimeoutMs });
+  return { probe: r.probe, fence: r.fence };
+}
+
+async function probeWith(
+  ex: Executor,
+  t: T,
+  p: { checkpoint: bigint; limit: number; scope: Scope; consumer: string; mode: ProbeMode; fenceMs: number | undefined },
+): Promise<{ probe: Probe; fence: Fence | undefined }> {
+  const { limit, scope, mode } = p;
   if (!Number.isSafeInteger(limit) || limit < 1) throw new RangeError(`probe: limit must be a positive integer, got ${limit}`);
-  const params: unknown[] = [checkpoint.toString(), consumer];
+  const params: unknown[] = [p.checkpoint.toString(), p.consumer];
   if (scope.aggregateTypes.length > 0) params.push(JSON.stringify(scope.aggregateTypes));
   if (scope.boundedContexts.length > 0) params.push(JSON.stringify(scope.boundedContexts));
   const scoped = params.length > 2;
-  const at = scoped ? 3 : 2; // the position's column
-  const rows = (await ex.unsafe(probeText(t, scope, mode, limit), params as never[], prep(ex)).values()) as unknown[][];
+  const fenced = p.fenceMs !== undefined;
+  const relAt = lead(fenced);
+  const at = relAt + (scoped ? 1 : 0); // the position's column
+  const rows = (await ex.unsafe(probeText(t, scope, mode, limit, p.fenceMs), params as never[], prep(ex)).values()) as unknown[][];
   const positions: bigint[] = [];
   const events: PersistedEvent[] = [];
   let header: unknown[] | undefined;
@@ -153,24 +197,29 @@ export async function probe(
       header = r;
       continue;
     }
-    const p = BigInt(r[at] as string);
-    if (positions.length > 0 && positions[positions.length - 1]! >= p) sorted = false;
-    positions.push(p);
+    const pos = BigInt(r[at] as string);
+    if (positions.length > 0 && positions[positions.length - 1]! >= pos) sorted = false;
+    positions.push(pos);
     // Out of scope (`rel` false or null): a position, no event.
-    if (mode === "rows" && (!scoped || r[2] === true)) events.push(toEvent(r, at, p));
+    if (mode === "rows" && (!scoped || r[relAt] === true)) events.push(toEvent(r, at, pos));
   }
   if (!sorted) {
     positions.sort((a, b) => (a < b ? -1 : 1));
     events.sort((a, b) => (a.globalPosition < b.globalPosition ? -1 : 1));
   }
   const stored = header?.[0] as string | null | undefined;
-  return {
+  const probe: Probe = {
     positions,
     events,
     complete: mode === "rows",
     snapshot: positions.length > 0 ? (header?.[1] as string) : undefined,
     stored: stored == null ? undefined : BigInt(stored),
   };
+  // No fence row: the consumer has no assignment or no checkpoint row.
+  const fence = fenced && stored != null
+    ? { owner: (header![2] as string | null) ?? null, paused: header![3] === "true", checkpoint: BigInt(stored) }
+    : undefined;
+  return { probe, fence };
 }
 
 /**

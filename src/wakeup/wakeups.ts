@@ -13,6 +13,7 @@ export type WaitResult = "woken" | "timeout" | "aborted";
 /** A broadcast signal that every waiter sees. */
 export class Wakeups {
   #generation = 0;
+  #notifiedAt = 0;
   #waiters = new Set<() => void>();
 
   /** Increases with every signal. */
@@ -20,12 +21,22 @@ export class Wakeups {
     return this.#generation;
   }
 
-  /** Wakes every waiter (and every later wait whose captured generation is older). */
-  signal(): void {
+  /**
+   * Wakes every waiter (and every later wait whose captured generation is
+   * older). `notified`: the signal is an events NOTIFY, so the waiters will
+   * likely find events (see `notifiedSince`).
+   */
+  signal(notified = false): void {
     this.#generation++;
+    if (notified) this.#notifiedAt = this.#generation;
     const ws = [...this.#waiters];
     this.#waiters.clear();
     for (const w of ws) w();
+  }
+
+  /** True when an events NOTIFY signalled after generation `since`. */
+  notifiedSince(since: number): boolean {
+    return this.#notifiedAt > since;
   }
 
   /**

@@ -107,6 +107,19 @@ describe("Wakeups: generation-based broadcast", () => {
     assert.equal(await second, "woken");
   });
 
+  it("notifiedSince tells an events NOTIFY apart from other signals", () => {
+    const w = new Wakeups();
+    const g = w.generation;
+    w.signal();
+    assert.equal(w.notifiedSince(g), false, "a head read or health signal");
+    w.signal(true);
+    assert.equal(w.notifiedSince(g), true);
+    const g2 = w.generation;
+    assert.equal(w.notifiedSince(g2), false, "nothing since the last signal");
+    w.signal();
+    assert.equal(w.notifiedSince(g2), false);
+  });
+
   it("times out after ms without a signal", async () => {
     const w = new Wakeups();
     const t0 = Date.now();

@@ -5,7 +5,7 @@
  * node_modules/.bin/deno run -A) against one prepared database, one run per
  * child, the runtimes interleaved round by round (node, bun, deno, node...).
  *
- *   node --import tsx bench/scenarios/runtimes.ts [--quick] [--runs 3] [--batches 1000] [--events 200000] [--json out.json]
+ *   node --import tsx bench/scenarios/runtimes.ts [--quick] [--runs 5] [--batches 1000] [--events 200000] [--json out.json]
  */
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -18,6 +18,8 @@ import { createBenchTables } from "../lib/raw.ts";
 import { fixed, int, mmm, summarize, table } from "../lib/stats.ts";
 
 const args = parseArgs();
+/** Rounds (one run per runtime and side each): 5 unless --runs says otherwise. */
+const rounds = num(args.argv, "runs") ?? (args.quick ? 1 : 5);
 const N = num(args.argv, "events") ?? (args.quick ? 10_000 : 200_000);
 const batches = list(args.argv, "batches") ?? ["1000"];
 const RUNTIMES: Runtime[] = ["node", "bun", "deno"];
@@ -42,11 +44,13 @@ try {
   progress(`filling ${N} events`);
   await fillEvents(db.sql, N);
   await settle(db.sql);
-  for (let round = 1; round <= args.runs; round++) {
+  for (let round = 1; round <= rounds; round++) {
     for (const runtime of RUNTIMES) {
       const json = join(dir, `${runtime}-${round}.json`);
+      // The side that runs first in each child alternates by round.
       await runToEnd(runtime, "bench/scenarios/catchup.ts", [
         "--url", db.url, "--handlers", "a", "--batches", batches.join(","), "--runs", "1", "--json", json,
+        "--systems", round % 2 === 1 ? "raw,sluice" : "sluice,raw",
       ], { echo: false });
       const r = JSON.parse(readFileSync(json, "utf8")) as {
         data: { series: { batchSize: number; system: string; runs: Run[] }[] };
@@ -79,8 +83,8 @@ for (const batch of batches) {
     }
   }
 }
-const md = `Scenario 1a (${int(N)} events, no-op handler) run by bench/scenarios/catchup.ts as a child on each runtime, ${args.runs} rounds ` +
-  `(one raw and one sluice run per child, runtimes interleaved). Events/s min / **median** / max; client CPU is the child's CPU per 1,000 events.\n\n` +
+const md = `Scenario 1a (${int(N)} events, no-op handler) run by bench/scenarios/catchup.ts as a child on each runtime, ${rounds} rounds ` +
+  `(one raw and one sluice run per child, raw first in odd rounds and sluice first in even ones; runtimes interleaved). Events/s min / **median** / max; client CPU is the child's CPU per 1,000 events.\n\n` +
   table(["runtime", "version", "batch", "raw events/s", "sluice events/s", "ratio", "pair ratios", "raw client CPU ms/1k", "sluice client CPU ms/1k", "sluice start-up ms"], rows);
 
 finish(args, {

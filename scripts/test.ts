@@ -63,6 +63,19 @@ function counts(name: string, out: string): { passed: number; failed: number } {
   return { passed: Number(m?.[1] ?? 0), failed: Number(m?.[3] ?? 0) };
 }
 
+/**
+ * The names of the failed tests, repeated at the end of the run so that a CI
+ * log cut to its tail still says which test failed.
+ */
+function failures(name: string, out: string): string[] {
+  const lines = strip(out).split("\n");
+  if (name === "node") return lines.filter((l) => /^\s*not ok \d+ - /.test(l)).map((l) => l.trim());
+  if (name === "bun") return lines.filter((l) => l.startsWith("(fail) "));
+  const start = lines.findIndex((l) => l.trim() === "FAILURES");
+  if (start < 0) return [];
+  return lines.slice(start + 1).filter((l) => l.includes(" => ")).map((l) => l.trim());
+}
+
 const db = await startDatabase();
 let failed = false;
 const summary: string[] = [];
@@ -80,6 +93,7 @@ try {
     totalFailed += c.failed;
     if (r.code !== 0 || c.passed === 0) failed = true;
     summary.push(`${name}: ${c.passed} passed, ${c.failed} failed (exit ${r.code})`);
+    for (const f of failures(name, r.out)) summary.push(`  ${f}`);
   }
 } finally {
   await db.stop();

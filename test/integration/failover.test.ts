@@ -309,9 +309,9 @@ describe("failover: workers as child processes", () => {
     cluster.freeze(fb);
     try {
       await waitFor(`${open.consumer} (open batch on the frozen fb) reassigned`, async () => (await ownerOf(open.consumer)) === fa.workerId, {
-        timeoutMs: 8_000,
+        timeoutMs: 20_000,
       });
-      await waitCaughtUp(db.sql, F, { timeoutMs: 8_000 });
+      await waitCaughtUp(db.sql, F, { timeoutMs: 20_000 });
       report(`frozen mid-batch: ${open.consumer} reassigned and caught up in ${Date.now() - t0} ms`);
       await assertExactlyOnce(F);
     } finally {
@@ -326,8 +326,8 @@ describe("failover: workers as child processes", () => {
     cluster.freeze(fa);
     try {
       await append(db.sql, 1);
-      await waitFor("all on fb", async () => [...(await owners(F)).values()].every((w) => w === fb.workerId), { timeoutMs: 8_000 });
-      await waitCaughtUp(db.sql, F, { timeoutMs: 8_000 });
+      await waitFor("all on fb", async () => [...(await owners(F)).values()].every((w) => w === fb.workerId), { timeoutMs: 20_000 });
+      await waitCaughtUp(db.sql, F, { timeoutMs: 20_000 });
       report(`frozen leader: consumers reassigned and caught up in ${Date.now() - t0} ms`);
       await assertExactlyOnce(F);
     } finally {

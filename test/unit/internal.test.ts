@@ -68,7 +68,7 @@ describe("sleep", () => {
     ac.abort(new Error("stop"));
     const start = performance.now();
     assert.equal(await sleep(10_000, ac.signal), false);
-    assert.ok(performance.now() - start < 1_000);
+    assert.ok(performance.now() - start < 5_000, "did not wait the full delay");
   });
 
   it("resolves false early when the signal aborts, and never rejects", async () => {

@@ -84,7 +84,7 @@ describe("Wakeups: generation-based broadcast", () => {
     w.signal(); // arrives while the consumer is busy
     const t0 = Date.now();
     assert.equal(await w.wait(captured, 60_000), "woken");
-    assert.ok(Date.now() - t0 < 1_000, "returns at once");
+    assert.ok(Date.now() - t0 < 10_000, "returns at once, not after the 60 s wait");
   });
 
   it("a wait with the current generation does not see earlier signals", async () => {

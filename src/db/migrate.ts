@@ -90,6 +90,15 @@ export function migrationStatements(names: ResolvedTableNames): { tag: string; h
   }));
 }
 
+/** The table recording applied migrations (see MIGRATIONS_TABLE), created if missing. */
+function createRecordTable(record: string): string {
+  return `CREATE TABLE IF NOT EXISTS ${record} (namespace text NOT NULL, tag text NOT NULL, hash text NOT NULL,
+  applied_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (namespace, tag));`;
+}
+
+const recordOf = (names: ResolvedTableNames): string => `${quoteIdent(names.workerNodes.schema)}.${quoteIdent(MIGRATIONS_TABLE)}`;
+const literal = (s: string): string => `'${s.replaceAll("'", "''")}'`;
+
 function createSchemas(names: ResolvedTableNames): string[] {
   return schemasOf(names).filter((s) => s !== "public").map((s) => `CREATE SCHEMA IF NOT EXISTS ${quoteIdent(s)};`);
 }
@@ -97,6 +106,8 @@ function createSchemas(names: ResolvedTableNames): string[] {
 /**
  * Renders a plain SQL script that creates every table for `tables` on an empty
  * database (schemas included). For teams that run their own migration tool.
+ * Like {@link migrate}, it records each migration in `sluice_migrations`, so
+ * a later `migrate` on that database applies only newer ones.
  *
  * @example
  * ```ts
@@ -111,10 +122,18 @@ export function renderMigrationScript(tables: TableNamesInput = {}): string {
     "",
     ...createSchemas(names),
     "",
+    `-- applied migrations, as "sluice migrate" records them`,
+    createRecordTable(recordOf(names)),
+    "",
   ];
+  const namespace = namespaceOf(names);
   for (const m of migrationStatements(names)) {
     lines.push(`-- migration ${m.tag}`);
     for (const s of m.statements) lines.push(s.endsWith(";") ? s : s + ";", "");
+    lines.push(
+      `INSERT INTO ${recordOf(names)} (namespace, tag, hash) VALUES (${literal(namespace)}, ${literal(m.tag)}, ${literal(m.hash)});`,
+      "",
+    );
   }
   return lines.join("\n");
 }
@@ -141,17 +160,14 @@ export async function migrate(sql: Executor, options: MigrateOptions = {}): Prom
   const names = resolveTableNames(options.tables);
   const log = options.logger ?? defaultLogger("migrate");
   const namespace = namespaceOf(names);
-  const record = `${quoteIdent(names.workerNodes.schema)}.${quoteIdent(MIGRATIONS_TABLE)}`;
+  const record = recordOf(names);
   const plan = migrationStatements(names);
   let current = "";
   try {
     const applied = await inTransaction(sql, async (tx) => {
       await tx`select pg_advisory_xact_lock(hashtextextended(${MIGRATE_LOCK}, 0))`;
       for (const s of createSchemas(names)) await tx.unsafe(s);
-      await tx.unsafe(
-        `CREATE TABLE IF NOT EXISTS ${record} (namespace text NOT NULL, tag text NOT NULL, hash text NOT NULL,
-           applied_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (namespace, tag))`,
-      );
+      await tx.unsafe(createRecordTable(record));
       const done = new Set(
         (await tx.unsafe(`SELECT tag FROM ${record} WHERE namespace = $1`, [namespace])).map((r) => r.tag as string),
       );

@@ -6,7 +6,7 @@ import { spawn, spawnSync } from "node:child_process";
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { verifySchema } from "../../src/db/migrate.ts";
+import { migrate, verifySchema } from "../../src/db/migrate.ts";
 import { COMMANDS } from "../../src/cli/commands/mod.ts";
 import { createTestDatabase, type TestDatabase } from "../support/db.ts";
 import { runTs } from "../support/runtime.ts";
@@ -33,6 +33,8 @@ async function schemaCount(db: TestDatabase): Promise<number> {
   const [r] = await db.sql`select count(*)::int as n from pg_namespace`;
   return r!.n as number;
 }
+
+const silentLogger = { debug() {}, info() {}, warn() {}, error() {} };
 
 describe("sluice CLI", () => {
   let db: TestDatabase;
@@ -196,6 +198,22 @@ describe("sluice CLI", () => {
       const applied = await psql(fresh.url, join(tmp, "psql.sql"));
       assert.equal(applied.code, 0, applied.out);
       assert.deepEqual(await verifySchema(fresh.sql, { tables: { workerNodes: "infra.worker_nodes" } }), { ok: true, missing: [] });
+    } finally {
+      await fresh.drop();
+    }
+  });
+
+  it("a database created from the generated SQL is up to date for sluice migrate", async () => {
+    const tables = { workerNodes: "infra.worker_nodes" };
+    const r = await sluice(["generate", "--out", tmp, "--filename", "then-migrate.sql", "--worker-nodes-table", "infra.worker_nodes"]);
+    assert.equal(r.code, 0, r.stderr);
+    const fresh = await createTestDatabase("cli_gen_migrate", { migrated: false });
+    try {
+      await fresh.sql.begin((tx) => tx.unsafe(readFileSync(join(tmp, "then-migrate.sql"), "utf8")));
+      assert.deepEqual(await migrate(fresh.sql, { tables, logger: silentLogger }), { applied: [] });
+      const m = await sluice(["migrate", "--database-url", fresh.url, "--worker-nodes-table", "infra.worker_nodes"]);
+      assert.equal(m.code, 0, m.stderr);
+      assert.deepEqual(await verifySchema(fresh.sql, { tables }), { ok: true, missing: [] });
     } finally {
       await fresh.drop();
     }

@@ -2,7 +2,8 @@ import { describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { assertIdentifier, namespaceOf, quoteIdent, resolveTableNames } from "../../src/db/names.ts";
 import { isSluiceError } from "../../src/errors.ts";
-import { rewriteStatement, renderMigrationScript } from "../../src/db/migrate.ts";
+import { MIGRATIONS_TABLE, rewriteStatement, renderMigrationScript } from "../../src/db/migrate.ts";
+import { MIGRATIONS } from "../../src/db/migrations.gen.ts";
 
 describe("resolveTableNames", () => {
   it("defaults every table to schema sluice", () => {
@@ -68,5 +69,19 @@ describe("rewriteStatement", () => {
     assert.match(s, /CREATE SCHEMA IF NOT EXISTS "sluice";/);
     assert.match(s, /CREATE TABLE "infra"\."worker_nodes"/);
     assert.doesNotMatch(s, /"sluice"\."worker_nodes"/);
+  });
+
+  it("records each migration after its statements, in the worker-nodes schema, as migrate does", () => {
+    const names = { workerNodes: "infra.worker_nodes" };
+    const s = renderMigrationScript(names);
+    const record = `"infra"."${MIGRATIONS_TABLE}"`;
+    assert.match(s, new RegExp(`CREATE TABLE IF NOT EXISTS ${record.replaceAll(".", "\\.")}`));
+    const ns = namespaceOf(resolveTableNames(names));
+    for (const m of MIGRATIONS) {
+      const insert = `INSERT INTO ${record} (namespace, tag, hash) VALUES ('${ns}', '${m.tag}', '${m.hash}');`;
+      assert.ok(s.includes(insert), `missing: ${insert}`);
+      assert.ok(s.indexOf(insert) > s.indexOf(`-- migration ${m.tag}`), "after its migration");
+    }
+    assert.ok(s.indexOf(`-- migration ${MIGRATIONS[0]!.tag}`) > s.indexOf(`CREATE TABLE IF NOT EXISTS ${record}`));
   });
 });

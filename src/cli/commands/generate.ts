@@ -19,8 +19,8 @@ export const generateCommand: Command = {
     "Writes one SQL file that creates every sluice table (and the schemas they live in,",
     "such as infra for --worker-nodes-table infra.worker_nodes) on an empty database.",
     "It needs no database connection. Apply it with your migration tool, or with",
-    "psql -v ON_ERROR_STOP=1 -f FILE. Do not also run \"sluice migrate\" on the same",
-    "tables: it does not know the file was applied.",
+    "psql -v ON_ERROR_STOP=1 -f FILE. The file records its migrations in sluice_migrations,",
+    "as \"sluice migrate\" does: a later \"sluice migrate\" applies only newer ones.",
   ].join("\n"),
   options: {
     out: { type: "string", value: "DIR", description: "Directory to write to (created if missing); required" },

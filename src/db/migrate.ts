@@ -116,6 +116,7 @@ function createSchemas(names: ResolvedTableNames): string[] {
  */
 export function renderMigrationScript(tables: TableNamesInput = {}): string {
   const names = resolveTableNames(tables);
+  const record = recordOf(names);
   const lines = [
     "-- sluice worker and event store tables",
     ...TABLE_KEYS.map((k) => `--   ${k}: ${names[k].schema}.${names[k].name}`),
@@ -123,7 +124,7 @@ export function renderMigrationScript(tables: TableNamesInput = {}): string {
     ...createSchemas(names),
     "",
     `-- applied migrations, as "sluice migrate" records them`,
-    createRecordTable(recordOf(names)),
+    createRecordTable(record),
     "",
   ];
   const namespace = namespaceOf(names);
@@ -131,7 +132,7 @@ export function renderMigrationScript(tables: TableNamesInput = {}): string {
     lines.push(`-- migration ${m.tag}`);
     for (const s of m.statements) lines.push(s.endsWith(";") ? s : s + ";", "");
     lines.push(
-      `INSERT INTO ${recordOf(names)} (namespace, tag, hash) VALUES (${literal(namespace)}, ${literal(m.tag)}, ${literal(m.hash)});`,
+      `INSERT INTO ${record} (namespace, tag, hash) VALUES (${literal(namespace)}, ${literal(m.tag)}, ${literal(m.hash)});`,
       "",
     );
   }

@@ -80,7 +80,7 @@ export function defineTables(names: ResolvedTableNames) {
       workerId: uuid("worker_id"),
       /** Paused consumers are not assigned to anyone. */
       paused: boolean("paused").notNull().default(false),
-      /** Last state an owner reported: running, blocked, backing_off, parked. */
+      /** Last state an owner reported: running, backing_off or parked (waiting on a hole shows in `worker.status()` only). */
       state: text("state"),
       lastError: text("last_error"),
       stateChangedAt: ts("state_changed_at"),
